@@ -1,0 +1,188 @@
+"""The ``dc-engine`` command line. It only parses arguments, builds configs, calls the engine
+and prints; the work happens in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+PROG = "dc-engine"
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line (exit status 2)."""
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="folder with a dataset in MNIST's four-file IDX layout "
+                        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+                        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]); "
+                        "default: the MNIST copy shipped in data/mnist")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .zoo import ARCHITECTURES, RECIPES
+
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
+                    "train the paper's LeNets and evaluate models stored in HDF5.",
+        epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    defaults = "; ".join(
+        f"{a}: " + ", ".join(f"{k}={v}" for k, v in RECIPES[a].items()) for a in RECIPES)
+    tp = sub.add_parser(
+        "train", help="train a LeNet from scratch and save it as a dense HDF5 model",
+        description="Train one of the paper's MNIST networks with SGD (momentum, L2 weight "
+                    "decay, Caffe's learning-rate policies) on the training images minus a "
+                    "held-out validation split, then report validation and test error and save "
+                    "the model. Options left out take the architecture's documented recipe "
+                    f"({defaults}).")
+    tp.add_argument("arch", choices=sorted(ARCHITECTURES), help="network to train")
+    tp.add_argument("--out", required=True, metavar="FILE.h5", help="where to save the model")
+    tp.add_argument("--epochs", type=int, help="passes over the training split")
+    tp.add_argument("--lr", type=float, help="base learning rate")
+    tp.add_argument("--batch-size", type=int, help="images per SGD step")
+    tp.add_argument("--seed", type=int, default=0,
+                    help="seeds initialisation, split, shuffling, augmentation (default 0)")
+    tp.add_argument("--momentum", type=float, help="SGD momentum")
+    tp.add_argument("--weight-decay", type=float, help="L2 weight decay on weights (not biases)")
+    tp.add_argument("--lr-policy", choices=["inv", "step", "fixed"],
+                    help="learning-rate schedule: inv = lr*(1+gamma*iter)^-power (Caffe's "
+                         "LeNet solver), step = lr*gamma^(epoch//step-epochs), fixed")
+    tp.add_argument("--gamma", type=float, help="gamma of the lr policy")
+    tp.add_argument("--power", type=float, help="power of the inv policy")
+    tp.add_argument("--step-epochs", type=int, help="epochs between decays (step policy)")
+    tp.add_argument("--augment-shift", type=int,
+                    help="random translation of training images by up to this many pixels "
+                         "(0 turns augmentation off)")
+    tp.add_argument("--val-size", type=int, default=5000,
+                    help="training images held out for validation (default 5000)")
+    tp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    tp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data(tp)
+
+    ep = sub.add_parser(
+        "eval", help="test error of a saved model",
+        description="Evaluate a saved model on the test images of the dataset.")
+    ep.add_argument("model", metavar="FILE.h5", help="a model saved by dc-engine")
+    ep.add_argument("--json", action="store_true",
+                    help='print one JSON line: {"error", "accuracy", "n", "params", "bytes"} '
+                         "(error and accuracy as fractions; bytes = 4 * params, the float32 size)")
+    ep.add_argument("--batch-size", type=int, default=1000,
+                    help="images per forward pass (default 1000)")
+    _add_data(ep)
+    return ap
+
+
+def _load_data(path):
+    from .data import load_mnist
+    return load_mnist(path)
+
+
+def _cmd_train(args) -> int:
+    from . import store
+    from .data import train_val_split
+    from .train import TrainConfig, evaluate, fit
+    from .zoo import ARCHITECTURES, RECIPES
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.exists():
+        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    recipe = dict(RECIPES[args.arch])
+    for key in ("epochs", "lr", "batch_size", "momentum", "weight_decay", "lr_policy", "gamma",
+                "power", "step_epochs", "augment_shift"):
+        value = getattr(args, key)
+        if value is not None:
+            recipe[key] = value
+    config = TrainConfig(seed=args.seed, **recipe)
+    ds = _load_data(args.data)
+    if not 0 <= args.val_size < len(ds.x_train):
+        raise CLIError(f"--val-size must be in [0, {len(ds.x_train)}), got {args.val_size}")
+    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, args.val_size, args.seed)
+    model = ARCHITECTURES[args.arch](seed=args.seed)
+    if tuple(ds.x_train.shape[1:]) != model.input_shape:
+        raise CLIError(f"{args.arch} takes images of shape {model.input_shape}, the dataset has "
+                       f"{tuple(ds.x_train.shape[1:])}")
+    print(f"training {args.arch} ({model.num_params():,} parameters) on {len(x_tr):,} images, "
+          f"validating on {len(x_val):,}: " + ", ".join(
+              f"{k}={v}" for k, v in config.to_dict().items()), file=sys.stderr)
+    t0 = time.perf_counter()
+    history = fit(model, x_tr, y_tr, config, x_val, y_val, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    test = evaluate(model, ds.x_test, ds.y_test)
+    val = evaluate(model, x_val, y_val) if len(x_val) else None
+    meta = {"command": "train", "arch": args.arch, "train_config": config.to_dict(),
+            "val_size": args.val_size, "data": str(args.data or "data/mnist (shipped)"),
+            "history": history.epochs, "train_seconds": seconds,
+            "val_error": val["error"] if val else None, "test_error": test["error"]}
+    store.save(model, out, metadata=meta)
+    epoch_s = sorted(r["seconds"] for r in history.epochs)
+    med = epoch_s[len(epoch_s) // 2] if epoch_s else 0.0
+    print(f"{args.arch}: {config.epochs} epochs in {seconds:.0f} s (median epoch {med:.1f} s)")
+    if val:
+        print(f"validation error {100 * val['error']:.2f}% on {val['n']:,} images")
+    print(f"test error       {100 * test['error']:.2f}% on {test['n']:,} images")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from . import store
+    from .train import evaluate
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model = store.load(args.model)
+    ds = _load_data(args.data)
+    if tuple(ds.x_test.shape[1:]) != model.input_shape:
+        raise CLIError(f"{args.model} takes inputs of shape {model.input_shape}, the dataset has "
+                       f"{tuple(ds.x_test.shape[1:])}")
+    res = evaluate(model, ds.x_test, ds.y_test, batch_size=args.batch_size)
+    params = model.num_params()
+    out = {"error": res["error"], "accuracy": res["accuracy"], "n": res["n"], "params": params,
+           "bytes": 4 * params}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.model}: {model.name}, {params:,} parameters ({4 * params:,} bytes as "
+              f"float32)")
+        print(f"test error {100 * res['error']:.2f}% (accuracy {100 * res['accuracy']:.2f}%) on "
+              f"{res['n']:,} images")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dc-engine`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .data import DatasetError
+    from .store import DCFormatError
+
+    commands = {"train": _cmd_train, "eval": _cmd_eval}
+    try:
+        return commands[args.command](args)
+    except (CLIError, DatasetError, DCFormatError, FileNotFoundError, ValueError,
+            TypeError) as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

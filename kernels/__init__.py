@@ -1,0 +1,17 @@
+"""Numba kernels over plain arrays.
+
+This package imports only ``numpy``, ``numba`` and ``math``; it knows nothing of layers, models or
+files. Every kernel has a plain NumPy twin in :mod:`kernels.reference` that the tests compare it
+against.
+"""
+
+from .conv import col2im, conv_output_size, im2col
+from .augment import shift_images
+from .pool import maxpool2d_backward, maxpool2d_forward
+from .sgd import sgd_momentum, sgd_momentum_masked
+
+__all__ = [
+    "im2col", "col2im", "conv_output_size",
+    "maxpool2d_forward", "maxpool2d_backward", "shift_images", "sgd_momentum",
+    "sgd_momentum_masked",
+]

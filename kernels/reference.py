@@ -1,0 +1,86 @@
+"""Plain NumPy twins of every kernel: slow, obvious, and the test oracle.
+
+Each function has the same signature as the kernel it mirrors and fills the same ``out``
+arguments.
+"""
+
+import numpy as np
+
+
+def im2col(x, kh, kw, stride, padding, oh, ow, cols):
+    n_img, n_ch, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    col = 0
+    for n in range(n_img):
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                cols[:, col] = patch.reshape(-1)
+                col += 1
+
+
+def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+    n_img, n_ch, h, w = dx.shape
+    dxp = np.zeros((n_img, n_ch, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    col = 0
+    for n in range(n_img):
+        for i in range(oh):
+            for j in range(ow):
+                dxp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += (
+                    cols[:, col].reshape(n_ch, kh, kw))
+                col += 1
+    dx[...] = dxp[:, :, padding:padding + h, padding:padding + w]
+
+
+def maxpool2d_forward(x, size, stride, oh, ow, y, arg):
+    n_img, n_ch, h, w = x.shape
+    for n in range(n_img):
+        for c in range(n_ch):
+            for i in range(oh):
+                for j in range(ow):
+                    win = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
+                    a, b = np.unravel_index(np.argmax(win), win.shape)
+                    y[n, c, i, j] = win[a, b]
+                    arg[n, c, i, j] = (i * stride + a) * w + j * stride + b
+
+
+def maxpool2d_backward(dy, arg, dx):
+    n_img, n_ch, oh, ow = dy.shape
+    w = dx.shape[3]
+    dx[...] = 0
+    for n in range(n_img):
+        for c in range(n_ch):
+            for i in range(oh):
+                for j in range(ow):
+                    k = arg[n, c, i, j]
+                    dx[n, c, k // w, k % w] += dy[n, c, i, j]
+
+
+def shift_images(x, shift_y, shift_x, out):
+    n_img, n_ch, h, w = x.shape
+    out[...] = 0
+    for n in range(n_img):
+        sy, sx = int(shift_y[n]), int(shift_x[n])
+        if abs(sy) >= h or abs(sx) >= w:
+            continue
+        dst_i = slice(max(sy, 0), min(h, h + sy))
+        src_i = slice(max(-sy, 0), min(h, h - sy))
+        dst_j = slice(max(sx, 0), min(w, w + sx))
+        src_j = slice(max(-sx, 0), min(w, w - sx))
+        out[n, :, dst_i, dst_j] = x[n, :, src_i, src_j]
+
+
+def sgd_momentum(w, g, v, lr, momentum, decay):
+    vi = (momentum * v.astype(np.float64)
+          - lr * (g.astype(np.float64) + decay * w.astype(np.float64))).astype(w.dtype)
+    v[...] = vi
+    w += vi
+
+
+def sgd_momentum_masked(w, g, v, mask, lr, momentum, decay):
+    wk, gk, vk = w[mask], g[mask], v[mask]
+    sgd_momentum(wk, gk, vk, lr, momentum, decay)
+    w[...] = 0.0
+    v[...] = 0.0
+    w[mask] = wk
+    v[mask] = vk
