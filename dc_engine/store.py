@@ -1,0 +1,681 @@
+"""Model files in HDF5: save and load a dense model (the one module that imports h5py).
+
+The layout, attributes, checksums, versioning policy and errors are specified in
+``docs/FORMAT.md``. In short: root attributes name the format, its kind and version, the
+architecture, the input shape and the training metadata (JSON); one group per layer,
+``layers/<index>_<name>``, holds the layer's type, name and hyperparameters (JSON) as attributes
+and one contiguous, unfiltered dataset per parameter (``W``, ``b``) and per mask (``mask_W``),
+each with a CRC32 attribute. Strings are fixed-length UTF-8: nothing lives in HDF5's global
+heap, which has no checksum.
+
+Writes are atomic (temporary file in the target's folder, fsync, ``os.replace``). Reads check
+every attribute, shape and dtype before reading any array, so a crafted file cannot make the
+loader allocate more than the file holds, and they close the file before returning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn, Union
+
+import h5py
+import numpy as np
+
+from .layers import LAYER_TYPES, Layer
+from .model import Model
+
+__all__ = ["DCFormatError", "FORMAT_NAME", "DENSE_VERSION", "DENSE_KIND", "save", "load",
+           "read_metadata"]
+
+PathLike = Union[str, os.PathLike]
+logger = logging.getLogger(__name__)
+
+#: Value of the root attribute ``format`` of every dc-engine file.
+FORMAT_NAME = "dc-engine"
+#: Root attribute ``kind`` of a dense (uncompressed) model file.
+DENSE_KIND = "dense"
+#: Newest version of the dense kind this module writes and reads.
+DENSE_VERSION = 1
+
+_LIBVER = ("v108", "v108")  # readable by HDF5 >= 1.8; allows attributes larger than 64 KiB
+_MASK_PREFIX = "mask_"
+_RESERVED_HP = ("name", "rng", "dtype")  # passed by the loader itself, never from the file
+_NEW_FILE_MODE = 0o644  # mkstemp creates 0600; a new model file gets the usual mode
+_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FIX = ("Pass a model file written by dc_engine.store.save, or re-create it "
+        "(e.g. re-run `dc-engine train`).")
+_UPGRADE = "Upgrade dc-engine (pip install -U dc-engine) to read it."
+_CORRUPT = ("The file is damaged (interrupted copy, disk error or edit): restore it from a "
+            "good copy or re-create it (e.g. re-run `dc-engine train`).")
+
+
+class DCFormatError(ValueError):
+    """A model file is foreign, truncated, corrupt or of an unsupported version.
+
+    The message names the file (and the layer and array when relevant) and says what was
+    expected, what was found, and how to fix it.
+    """
+
+
+def _fail(path: Path, problem: str, expected: str, found: str, layer: str | None = None,
+          fix: str = _FIX) -> NoReturn:
+    where = f"{path}" if layer is None else f"{path}, layer {layer!r}"
+    raise DCFormatError(f"{where}: {problem}: expected {expected}, found {found}. {fix}")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _crc32(a: np.ndarray) -> int:
+    """CRC32 (``zlib.crc32``) of the little-endian, C-order bytes of ``a``."""
+    le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return zlib.crc32(le.reshape(-1).view(np.uint8)) & 0xFFFFFFFF
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _to_json(value: Any, what: str) -> str:
+    """``json.dumps`` with NumPy scalars and arrays converted; clear error otherwise."""
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError, RecursionError) as exc:
+        cls = TypeError if isinstance(exc, TypeError) else ValueError
+        raise cls(f"{what} must be JSON-serialisable (dict, list, str, int, float, bool, None; "
+                  f"NumPy scalars and arrays are converted), found: {exc}. Convert the "
+                  f"offending value (e.g. with str()) or leave it out.") from exc
+
+
+def _group_key(index: int, count: int, name: str) -> str:
+    """HDF5 name of layer ``index`` of ``count``: zero-padded index, ``_``, the layer name."""
+    width = max(2, len(str(count - 1)))
+    return f"{index:0{width}d}_{name.replace('/', '_')}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+# --------------------------------------------------------------------------------------------
+# Save
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_layer(layer: Layer) -> dict:
+    """Everything one layer group holds, validated and converted (no disk access)."""
+    name = layer.name
+    arrays = []
+    dtypes = set()
+    for pname, w in layer.params.items():
+        if not isinstance(pname, str) or "/" in pname or pname.startswith(_MASK_PREFIX):
+            raise ValueError(f"layer {name!r}: parameter name {pname!r} cannot be stored: "
+                             f"expected a str without '/' not starting with {_MASK_PREFIX!r}")
+        w = np.asarray(w)
+        if w.dtype not in _PARAM_DTYPES:
+            raise TypeError(f"layer {name!r}: parameter {pname!r} must be float32 or float64, "
+                            f"got {w.dtype}. Convert the model with model.astype(np.float32).")
+        bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+        if bad:
+            raise ValueError(f"layer {name!r}: parameter {pname!r} has {bad} NaN or inf "
+                             f"value(s): expected finite weights (a trained model never has "
+                             f"them, and the loader rejects them). Lower the learning rate and "
+                             f"retrain, or save an earlier checkpoint.")
+        dtypes.add(w.dtype)
+        le = np.ascontiguousarray(w, dtype=w.dtype.newbyteorder("<"))
+        arrays.append((pname, le, _crc32(le)))
+    if len(dtypes) > 1:
+        raise TypeError(f"layer {name!r}: parameters mix dtypes {sorted(map(str, dtypes))}: "
+                        f"expected one dtype per layer. Call layer.astype(dtype) first.")
+    for pname, mask in layer.masks.items():
+        if pname not in layer.params:
+            raise ValueError(f"layer {name!r}: mask for {pname!r} has no parameter of that "
+                             f"name: expected one of {sorted(layer.params)}")
+        mask = np.asarray(mask)
+        shape = layer.params[pname].shape
+        if mask.shape != shape:
+            raise ValueError(f"layer {name!r}: mask for {pname!r} must have shape {shape}, "
+                             f"got {mask.shape}")
+        if mask.dtype != np.bool_ and not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"layer {name!r}: mask for {pname!r} must hold only 0/1 "
+                             f"(boolean) values, got dtype {mask.dtype} with other values")
+        data = np.ascontiguousarray(mask != 0, dtype=np.uint8)
+        arrays.append((_MASK_PREFIX + pname, data, _crc32(data)))
+    return {
+        "attrs": {"type": layer.type_name, "name": name,
+                  "hyperparameters": _to_json(layer.hyperparameters,
+                                              f"layer {name!r} hyperparameters")},
+        "arrays": arrays,
+    }
+
+
+def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
+    """Root attributes and layer plans of a dense file; validates everything up front."""
+    from . import __version__  # lazy: the package __init__ may import this module
+
+    if not isinstance(model, Model):
+        raise TypeError(f"save() takes a dc_engine Model, got {type(model).__name__}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    meta_json = _to_json({} if metadata is None else metadata, "metadata")
+    names = [layer.name for layer in model.layers]
+    for what, name in [("model.name", model.name)] + [("layer name", n) for n in names]:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} must be a str, got {type(name).__name__} {name!r}")
+        if "\x00" in name:  # HDF5 strings end at NUL
+            raise ValueError(f"{what} {name!r} cannot be stored: expected no NUL characters. "
+                             f"Rename it.")
+    root = {
+        "format": FORMAT_NAME,
+        "version": np.int64(DENSE_VERSION),
+        "kind": DENSE_KIND,
+        "architecture": model.name,
+        "input_shape": np.asarray(model.input_shape, dtype=np.int64),
+        "dc_engine_version": str(__version__),
+        "metadata": meta_json,
+        # Large attributes live outside the checksummed object header: guard the one that grows.
+        "metadata_crc32": np.uint32(zlib.crc32(meta_json.encode("utf-8"))),
+        "layer_order": json.dumps(names),
+    }
+    return root, [_plan_layer(layer) for layer in model.layers]
+
+
+def _set_attr(obj: h5py.HLObject, key: str, value: Any) -> None:
+    """Set an attribute; a str becomes a fixed-length UTF-8 string (never variable-length)."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        value = np.array(raw, dtype=h5py.string_dtype("utf-8", max(1, len(raw))))
+    obj.attrs.create(key, value)
+
+
+def _write_layer(group: h5py.Group, key: str, plan: dict) -> None:
+    g = group.create_group(key)
+    for k, v in plan["attrs"].items():
+        _set_attr(g, k, v)
+    for dsname, data, crc in plan["arrays"]:
+        ds = g.create_dataset(dsname, data=data)  # contiguous: no chunks, no filters
+        _set_attr(ds, "crc32", np.uint32(crc))
+
+
+def _write_dense(tmp: str, root: dict, layers: list[dict]) -> None:
+    with h5py.File(tmp, "w", libver=_LIBVER) as f:
+        for k, v in root.items():
+            _set_attr(f, k, v)
+        group = f.create_group("layers")
+        for i, plan in enumerate(layers):
+            _write_layer(group, _group_key(i, len(layers), plan["attrs"]["name"]), plan)
+        f.flush()
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename; not every platform can open a directory, which is then skipped."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
+    """Write ``model`` to a dense dc-engine HDF5 file, atomically.
+
+    Parameters
+    ----------
+    model : Model
+        The model; parameters float32 or float64 (one dtype per layer), all finite. Masks
+        (``layer.masks``) are stored too; ties are not (the dense kind holds weights only).
+    path : str or os.PathLike
+        Target file. Its folder must exist. An existing file is replaced only once the new
+        one is complete on disk.
+    metadata : dict, optional
+        JSON-serialisable data stored with the model (e.g. training config and history).
+        NumPy scalars and arrays are converted to Python numbers and lists.
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved path of the written file.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a Model, ``metadata`` is not a dict or holds values JSON cannot
+        represent, or a parameter is not float32/float64.
+    ValueError
+        If a parameter has NaN or inf values, a mask does not match its parameter, or a name
+        contains NUL.
+    FileNotFoundError
+        If the target's folder does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
+
+    Notes
+    -----
+    Everything is validated and serialised in memory before the disk is touched. The file is
+    written to a temporary file in the target's folder, flushed, fsync'ed and renamed over the
+    target with ``os.replace``; on any error the temporary file is removed and an existing
+    target is left as it was. The layout is specified in ``docs/FORMAT.md``.
+    """
+    root, layers = _plan_dense(model, metadata)
+    target = Path(path).absolute()
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {target}: expected an existing folder "
+                                f"{folder}, found {'a file' if folder.exists() else 'nothing'}. "
+                                f"Create the folder first (mkdir -p) or pick another path.")
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot save to {target}: expected a file path, found a "
+                                f"directory. Pass a file name such as {target / 'model.h5'}.")
+    mode = (target.stat().st_mode & 0o777) if target.exists() else _NEW_FILE_MODE
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.close(fd)
+        _write_dense(tmp, root, layers)
+        os.chmod(tmp, mode)
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+    logger.debug("saved %s (%d layers) to %s", model.name, len(layers), target)
+    return target.resolve()
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+# --------------------------------------------------------------------------------------------
+
+
+def _existing_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model file not found: expected a dc-engine HDF5 file at {p}, "
+                                f"found nothing. Check the path, or create the file with "
+                                f"`dc-engine train`.")
+    if p.is_dir():
+        raise IsADirectoryError(f"expected a dc-engine model file at {p}, found a directory. "
+                                f"Pass the path of the .h5 file.")
+    return p
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        _fail(path, "not an HDF5 file or truncated",
+              "a complete dc-engine model file (HDF5)", f"a file HDF5 cannot open ({exc})",
+              fix=f"If it is a copy, copy it again; otherwise {_FIX[0].lower()}{_FIX[1:]}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[h5py.File]:
+    """Open ``path`` read-only; turn low-level read errors into DCFormatError; always close."""
+    f = _open(path)
+    try:
+        with f:
+            yield f
+    except DCFormatError:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+        _fail(path, "corrupt or truncated file", "readable dc-engine HDF5 structures",
+              f"an error while reading ({type(exc).__name__}: {exc})", fix=_CORRUPT)
+
+
+def _attr(obj: h5py.HLObject, key: str, path: Path, layer: str | None = None) -> Any:
+    """Read attribute ``key`` after checking its type and size (variable-length values live in
+    HDF5's global heap, which has no checksum: a damaged one can make HDF5 loop forever, so
+    they are refused unread)."""
+    if key not in obj.attrs:
+        _fail(path, f"missing attribute {key!r} on {obj.name}", f"attribute {key!r}",
+              "none", layer)
+    aid = obj.attrs.get_id(key)
+    if aid.dtype.hasobject or aid.get_storage_size() > obj.file.id.get_filesize():
+        _fail(path, f"bad attribute {key!r} on {obj.name}",
+              "a fixed-size value (dc-engine writes no variable-length attributes)",
+              f"type {aid.dtype} of {aid.get_storage_size()} bytes", layer)
+    return obj.attrs[key]
+
+
+def _str_attr(obj: h5py.HLObject, key: str, path: Path, layer: str | None = None) -> str:
+    value = _attr(obj, key, path, layer)
+    if isinstance(value, bytes):
+        with contextlib.suppress(UnicodeDecodeError):
+            value = value.decode("utf-8")
+    if not isinstance(value, str):
+        _fail(path, f"bad attribute {key!r} on {obj.name}", "a string",
+              f"{type(value).__name__} {value!r:.80}", layer)
+    return str(value)
+
+
+def _json_attr(obj: h5py.HLObject, key: str, kind: type, path: Path,
+               layer: str | None = None) -> Any:
+    raw = _str_attr(obj, key, path, layer)
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        _fail(path, f"broken JSON in attribute {key!r} on {obj.name}",
+              f"a JSON {kind.__name__}", f"{raw!r:.80} ({exc})", layer)
+    if not isinstance(value, kind):
+        _fail(path, f"bad attribute {key!r} on {obj.name}", f"a JSON {kind.__name__}",
+              f"{type(value).__name__} {raw!r:.80}", layer)
+    return value
+
+
+def _read_root(f: h5py.File, path: Path) -> dict:
+    """Validate the root attributes (format, kind, version first) and return them parsed."""
+    found = "no 'format' attribute"
+    if "format" in f.attrs:
+        if f.attrs.get_id("format").dtype.hasobject:  # never read: see _attr
+            found = "a variable-length 'format' attribute, which dc-engine never writes"
+        else:
+            fmt = _attr(f, "format", path)
+            fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
+            ok = isinstance(fmt, str) and fmt == FORMAT_NAME
+            found = None if ok else f"format = {fmt!r:.80}"
+    if found is not None:
+        _fail(path, "foreign file", f"root attribute format = {FORMAT_NAME!r}", found,
+              fix="This HDF5 file was not written by dc-engine; pass a file written by "
+                  "dc_engine.store.save.")
+    kind = _str_attr(f, "kind", path)
+    if kind != DENSE_KIND:
+        _fail(path, "unsupported file kind", f"kind = {DENSE_KIND!r}", f"kind = {kind!r:.80}",
+              fix=f"This dc-engine reads only dense model files. {_UPGRADE}")
+    version = _attr(f, "version", path)
+    if not _is_int(version):
+        _fail(path, "bad attribute 'version'", "an integer",
+              f"{type(version).__name__} {version!r:.80}")
+    if version > DENSE_VERSION:
+        from . import __version__
+
+        _fail(path, "file format version too new",
+              f"version <= {DENSE_VERSION} (the newest dense version dc-engine {__version__} "
+              f"reads)", f"version {int(version)}", fix=_UPGRADE)
+    if version < 1:
+        _fail(path, "unsupported file format version", f"version 1 to {DENSE_VERSION}",
+              f"version {int(version)}")
+    shape = _attr(f, "input_shape", path)
+    shape = np.asarray(shape)
+    if (shape.ndim != 1 or shape.size == 0 or shape.dtype.kind not in "iu"
+            or not np.all(shape >= 1)):
+        _fail(path, "bad attribute 'input_shape'", "a 1-D array of positive integers",
+              f"{shape!r:.80}")
+    meta_crc = _attr(f, "metadata_crc32", path)
+    got = zlib.crc32(_str_attr(f, "metadata", path).encode("utf-8"))
+    if not _is_int(meta_crc) or int(meta_crc) != got:
+        want = f"0x{int(meta_crc):08x}" if _is_int(meta_crc) else f"{meta_crc!r:.40}"
+        _fail(path, "CRC32 mismatch in attribute 'metadata' (corrupt data)", want,
+              f"0x{got:08x}", fix=_CORRUPT)
+    order = _json_attr(f, "layer_order", list, path)
+    if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
+        _fail(path, "bad attribute 'layer_order'", "a JSON list of distinct layer names",
+              f"{order!r:.80}")
+    return {
+        "format": FORMAT_NAME, "kind": kind, "version": int(version),
+        "architecture": _str_attr(f, "architecture", path),
+        "input_shape": tuple(int(d) for d in shape),
+        "dc_engine_version": _str_attr(f, "dc_engine_version", path),
+        "metadata": _json_attr(f, "metadata", dict, path),
+        "layer_order": order,
+    }
+
+
+def _layer_groups(f: h5py.File, order: list[str], path: Path) -> Iterator[tuple[str, h5py.Group]]:
+    """Yield ``(name, group)`` in ``layer_order``; the ``layers`` group must match it exactly."""
+    layers = f.get("layers")
+    if not isinstance(layers, h5py.Group):
+        _fail(path, "missing group", "a group 'layers'",
+              "nothing" if layers is None else type(layers).__name__)
+    keys = [_group_key(i, len(order), name) for i, name in enumerate(order)]
+    found = set(layers.keys())
+    if found != set(keys):
+        missing = sorted(set(keys) - found)
+        extra = sorted(found - set(keys))
+        _fail(path, "layer groups do not match layer_order", f"groups {keys}",
+              f"missing {missing}, unexpected {extra}")
+    for key, name in zip(keys, order):
+        if not isinstance(layers.get(key, getlink=True), h5py.HardLink):
+            _fail(path, f"bad layer group {key!r}", "a group stored in this file",
+                  "a soft or external link", name)
+        group = layers[key]
+        if not isinstance(group, h5py.Group):
+            _fail(path, f"bad layer group {key!r}", "an HDF5 group", type(group).__name__, name)
+        stored = _str_attr(group, "name", path, name)
+        if stored != name:
+            _fail(path, f"layer group {key!r} has the wrong name", repr(name), repr(stored), name)
+        yield name, group
+
+
+def _datasets(group: h5py.Group, path: Path, layer: str) -> dict[str, h5py.Dataset]:
+    """The group's datasets, each checked to be a plain contiguous array stored in the file.
+
+    The declared size must equal the allocated storage and fit in the file, so the arrays (and
+    the layer built to match them) never need more memory than the file's size.
+    """
+    out = {}
+    for key in group.keys():
+        obj = group.get(key) if isinstance(group.get(key, getlink=True), h5py.HardLink) else None
+        if not isinstance(obj, h5py.Dataset):
+            _fail(path, f"bad member {key!r}", "only datasets stored in this file",
+                  "a link or group", layer)
+        plist = obj.id.get_create_plist()
+        if (plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
+                or plist.get_external_count() or plist.get_nfilters()):
+            _fail(path, f"unsupported storage for array {key!r}",
+                  "a contiguous dataset without filters or external storage",
+                  "chunked, filtered or external storage", layer)
+        nbytes = obj.size * obj.dtype.itemsize
+        stored = obj.id.get_storage_size()
+        if stored != nbytes or nbytes > obj.file.id.get_filesize():
+            _fail(path, f"array {key!r} is truncated or unallocated",
+                  f"{nbytes} stored bytes (shape {obj.shape}, {obj.dtype}) within the file",
+                  f"{stored} stored bytes in a {obj.file.id.get_filesize()}-byte file", layer,
+                  fix=_CORRUPT)
+        out[key] = obj
+    return out
+
+
+# Parameter shapes implied by hyperparameters, checked BEFORE the layer is built: a crafted
+# file declaring Dense(10**6, 10**6) must fail here rather than make the constructor fill
+# terabytes. Every layer type with parameters belongs here; the check after construction
+# (against the fresh layer's params) stays the authority.
+_PARAM_SHAPES = {
+    "Dense": lambda hp: {"W": (hp["out_features"], hp["in_features"]),
+                         "b": (hp["out_features"],)},
+    "Conv2D": lambda hp: {"W": (hp["out_channels"], hp["in_channels"], hp["kernel_size"],
+                                hp["kernel_size"]), "b": (hp["out_channels"],)},
+}
+
+
+def _check_shapes(expected: dict, stored: dict, hp: dict, path: Path, layer: str) -> None:
+    if set(expected) != set(stored):
+        _fail(path, "arrays do not match the layer type", f"arrays {sorted(expected)}",
+              f"{sorted(stored) or 'none'}", layer)
+    for pname, shape in expected.items():
+        if tuple(stored[pname].shape) != tuple(shape):
+            _fail(path, f"array {pname!r} has the wrong shape",
+                  f"shape {tuple(shape)} (from hyperparameters {hp})",
+                  f"shape {stored[pname].shape}", layer)
+
+
+def _read_array(ds: h5py.Dataset, dtype: np.dtype, path: Path, layer: str) -> np.ndarray:
+    """Read ``ds`` (shape and storage already checked) as ``dtype``; verify its CRC32."""
+    key = ds.name.rsplit("/", 1)[-1]
+    crc = _attr(ds, "crc32", path, layer)
+    if not _is_int(crc) or not 0 <= crc <= 0xFFFFFFFF:
+        _fail(path, f"bad attribute 'crc32' of array {key!r}", "an unsigned 32-bit integer",
+              f"{crc!r:.80}", layer)
+    data = np.ascontiguousarray(ds[()], dtype=dtype)
+    got = _crc32(data)
+    if got != int(crc):
+        _fail(path, f"CRC32 mismatch in array {key!r} (corrupt data)", f"0x{int(crc):08x}",
+              f"0x{got:08x}", layer, fix=_CORRUPT)
+    return data
+
+
+def _read_layer(group: h5py.Group, name: str, path: Path) -> Layer:
+    type_name = _str_attr(group, "type", path, name)
+    cls = LAYER_TYPES.get(type_name)
+    if cls is None:
+        _fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(type_name),
+              name, fix=f"The file may come from a newer dc-engine. {_UPGRADE}")
+    hp = _json_attr(group, "hyperparameters", dict, path, name)
+    reserved = sorted(set(hp) & set(_RESERVED_HP))
+    if reserved:
+        _fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
+              f"keys {reserved}", name)
+    members = _datasets(group, path, name)
+    params = {k: v for k, v in members.items() if not k.startswith(_MASK_PREFIX)}
+    masks = {k[len(_MASK_PREFIX):]: v for k, v in members.items() if k.startswith(_MASK_PREFIX)}
+
+    shapes_of = _PARAM_SHAPES.get(type_name)
+    if shapes_of is not None:
+        try:
+            expected = shapes_of(hp)
+        except (KeyError, TypeError):
+            expected = None  # the constructor below rejects these hyperparameters
+        if expected is not None and all(_is_int(d) for s in expected.values() for d in s):
+            _check_shapes(expected, params, hp, path, name)
+    try:
+        layer = cls(**hp, name=name)
+    except (TypeError, ValueError, OverflowError) as exc:
+        _fail(path, "bad hyperparameters", f"constructor arguments of {type_name}",
+              f"{hp} ({exc})", name)
+    _check_shapes({k: w.shape for k, w in layer.params.items()}, params, hp, path, name)
+
+    dtypes = {np.dtype(f"f{ds.dtype.itemsize}") if ds.dtype.kind == "f" else ds.dtype
+              for ds in params.values()}
+    if len(dtypes) > 1 or not dtypes <= set(_PARAM_DTYPES):
+        _fail(path, "bad parameter dtype", "float32 or float64 (one dtype per layer)",
+              f"{sorted(str(ds.dtype) for ds in params.values())}", name)
+    if dtypes:
+        layer.astype(dtypes.pop())
+    for pname in layer.params:
+        w = _read_array(params[pname], layer.dtype, path, name)
+        if not np.all(np.isfinite(w)):
+            _fail(path, f"non-finite values in array {pname!r}", "finite weights",
+                  f"{int(w.size - np.count_nonzero(np.isfinite(w)))} NaN or inf value(s)", name)
+        layer.set_param(pname, w)
+    _read_masks(layer, masks, path)
+    return layer
+
+
+def _read_masks(layer: Layer, masks: dict[str, h5py.Dataset], path: Path) -> None:
+    """Check and read the ``mask_<param>`` datasets into ``layer.masks`` as bool arrays."""
+    for pname, ds in masks.items():
+        key = _MASK_PREFIX + pname
+        if pname not in layer.params:
+            _fail(path, f"mask {key!r} has no parameter",
+                  f"masks among {[_MASK_PREFIX + k for k in layer.params]}", "an orphan mask",
+                  layer.name)
+        shape = layer.params[pname].shape
+        if ds.shape != shape or ds.dtype not in (np.uint8, np.int8, np.bool_):
+            _fail(path, f"bad mask {key!r}", f"uint8 with shape {shape}",
+                  f"{ds.dtype} with shape {ds.shape}", layer.name)
+        m = _read_array(ds, np.dtype(ds.dtype), path, layer.name)
+        if np.any((m != 0) & (m != 1)):
+            _fail(path, f"bad mask {key!r}", "only 0/1 values", "other values", layer.name)
+        layer.masks[pname] = m.astype(np.bool_)
+
+
+def load(path: PathLike) -> Model:
+    """Read a dense dc-engine HDF5 file back into a Model.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    Model
+        The model, with each layer's parameters in the stored dtype (float32 or float64) and
+        its masks restored as bool arrays. ``model.metadata`` holds the stored metadata dict.
+        The file is closed.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist (a missing file is not a format error).
+    IsADirectoryError
+        If ``path`` is a directory.
+    DCFormatError
+        If the file is not HDF5 or is truncated, is foreign (``format`` is not
+        ``"dc-engine"``), has another kind or a newer version, names an unknown layer type,
+        has broken hyperparameters, a missing, extra or wrongly shaped array, a CRC32
+        mismatch, NaN or inf weights, or layers that do not chain.
+
+    Notes
+    -----
+    Every shape and dtype is checked against the layer rebuilt from its hyperparameters
+    before the array is read. The checks are listed in ``docs/FORMAT.md``.
+    """
+    path = _existing_file(path)
+    with _reading(path) as f:
+        root = _read_root(f, path)
+        layers = [_read_layer(g, name, path) for name, g in _layer_groups(
+            f, root["layer_order"], path)]
+    try:
+        model = Model(layers, input_shape=root["input_shape"], name=root["architecture"])
+    except (TypeError, ValueError) as exc:
+        _fail(path, "layers do not form a model", "layers that chain from the input shape "
+              f"{root['input_shape']}", str(exc))
+    model.metadata = root["metadata"]
+    logger.debug("loaded %s (%d layers) from %s", model.name, len(layers), path)
+    return model
+
+
+def read_metadata(path: PathLike) -> dict:
+    """Root attributes, metadata and a per-layer summary of a model file, without its arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``path`` (resolved, str), ``file_size`` (bytes), ``format``,
+        ``kind``, ``version``, ``architecture``, ``input_shape`` (list), ``dc_engine_version``,
+        ``layer_order``, ``metadata`` (dict) and ``layers``: a list of ``{"name", "type",
+        "hyperparameters", "arrays": {name: {"shape": list, "dtype": str}}}``.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, DCFormatError
+        As :func:`load`, for the root attributes and the layer groups (arrays are not read,
+        so CRC32 and value checks are not done).
+    """
+    path = _existing_file(path)
+    layers = []
+    with _reading(path) as f:
+        root = _read_root(f, path)
+        for name, g in _layer_groups(f, root["layer_order"], path):
+            arrays = {k: {"shape": list(ds.shape), "dtype": str(ds.dtype)}
+                      for k, ds in _datasets(g, path, name).items()}
+            layers.append({"name": name, "type": _str_attr(g, "type", path, name),
+                           "hyperparameters": _json_attr(g, "hyperparameters", dict, path, name),
+                           "arrays": arrays})
+    return {"path": str(path.resolve()), "file_size": os.path.getsize(path), **root,
+            "input_shape": list(root["input_shape"]), "layers": layers}
