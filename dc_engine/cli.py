@@ -25,6 +25,12 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                         "default: the MNIST copy shipped in data/mnist")
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS and Numba threads (default: all cores). On a busy machine use 1: "
+                        "spinning BLAS threads can make 2 threads many times slower than 1")
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .zoo import ARCHITECTURES, RECIPES
@@ -68,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(0 turns augmentation off)")
     tp.add_argument("--val-size", type=int, default=5000,
                     help="training images held out for validation (default 5000)")
+    _add_threads(tp)
     tp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     tp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data(tp)
@@ -81,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(error and accuracy as fractions; bytes = 4 * params, the float32 size)")
     ep.add_argument("--batch-size", type=int, default=1000,
                     help="images per forward pass (default 1000)")
+    _add_threads(ep)
     _add_data(ep)
     return ap
 
@@ -93,6 +101,7 @@ def _load_data(path):
 def _cmd_train(args) -> int:
     from . import store
     from .data import train_val_split
+    from .threads import limit_threads
     from .train import TrainConfig, evaluate, fit
     from .zoo import ARCHITECTURES, RECIPES
 
@@ -120,12 +129,14 @@ def _cmd_train(args) -> int:
           f"validating on {len(x_val):,}: " + ", ".join(
               f"{k}={v}" for k, v in config.to_dict().items()), file=sys.stderr)
     t0 = time.perf_counter()
-    history = fit(model, x_tr, y_tr, config, x_val, y_val, progress=not args.no_progress)
+    history = fit(model, x_tr, y_tr, config, x_val, y_val, progress=not args.no_progress,
+                  threads=args.threads)
     seconds = time.perf_counter() - t0
-    test = evaluate(model, ds.x_test, ds.y_test)
-    val = evaluate(model, x_val, y_val) if len(x_val) else None
+    with limit_threads(args.threads):
+        test = evaluate(model, ds.x_test, ds.y_test)
+        val = evaluate(model, x_val, y_val) if len(x_val) else None
     meta = {"command": "train", "arch": args.arch, "train_config": config.to_dict(),
-            "val_size": args.val_size, "data": str(args.data or "data/mnist (shipped)"),
+            "val_size": args.val_size, "threads": args.threads, "data": str(args.data or "data/mnist (shipped)"),
             "history": history.epochs, "train_seconds": seconds,
             "val_error": val["error"] if val else None, "test_error": test["error"]}
     store.save(model, out, metadata=meta)
@@ -141,6 +152,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from . import store
+    from .threads import limit_threads
     from .train import evaluate
 
     if args.batch_size < 1:
@@ -150,7 +162,8 @@ def _cmd_eval(args) -> int:
     if tuple(ds.x_test.shape[1:]) != model.input_shape:
         raise CLIError(f"{args.model} takes inputs of shape {model.input_shape}, the dataset has "
                        f"{tuple(ds.x_test.shape[1:])}")
-    res = evaluate(model, ds.x_test, ds.y_test, batch_size=args.batch_size)
+    with limit_threads(args.threads):
+        res = evaluate(model, ds.x_test, ds.y_test, batch_size=args.batch_size)
     params = model.num_params()
     out = {"error": res["error"], "accuracy": res["accuracy"], "n": res["n"], "params": params,
            "bytes": 4 * params}

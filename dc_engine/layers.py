@@ -86,6 +86,12 @@ class Layer:
                              f"got shape {x.shape}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
+    def _cached(self):
+        """What ``forward(x, train=True)`` kept for ``backward``; an error if nothing was."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
+        return self._cache
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         raise NotImplementedError
 
@@ -157,9 +163,7 @@ class Dense(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        x = self._cache
-        if x is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
+        x = self._cached()
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
         self.grads["W"] += dy.T @ x
         self.grads["b"] += dy.sum(axis=0)
@@ -234,9 +238,7 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
-        cols, (n, c, h, w) = self._cache
+        cols, (n, c, h, w) = self._cached()
         dy = np.asarray(dy, dtype=self.dtype)
         _, oc, oh, ow = dy.shape
         dy2 = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(oc, n * oh * ow)
@@ -297,11 +299,9 @@ class MaxPool2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
+        arg, shape = self._cached()
         if not need_dx:
             return None
-        arg, shape = self._cache
         dy = np.ascontiguousarray(dy)
         dx = np.empty(shape, dtype=dy.dtype)
         kernels.maxpool2d_backward(dy, arg, dx)
@@ -319,11 +319,10 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
+        y = self._cached()
         if not need_dx:
             return None
-        return np.where(self._cache > 0, dy, 0).astype(dy.dtype, copy=False)
+        return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
 
 
 class Flatten(Layer):
@@ -340,9 +339,8 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, dy, need_dx=True):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, train=True) first")
-        return dy.reshape(self._cache) if need_dx else None
+        shape = self._cached()
+        return dy.reshape(shape) if need_dx else None
 
 
 class Dropout(Layer):

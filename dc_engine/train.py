@@ -18,6 +18,7 @@ import kernels
 
 from .losses import softmax_cross_entropy
 from .optim import SGD, LRSchedule
+from .threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,17 @@ def _progress(total: int, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # tqdm is a declared dependency; degrade quietly if absent
         return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    import sys
+    tty = sys.stderr.isatty()
+    # On a terminal: a live bar. In a log file: one line every 30 s, not thousands.
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                mininterval=0.1 if tty else 30.0)
 
 
 def fit(model, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
         x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-        optimizer: SGD | None = None, progress: bool = True) -> History:
+        optimizer: SGD | None = None, progress: bool = True,
+        threads: int | None = None) -> History:
     """Train ``model`` in place with SGD (momentum, weight decay) under the layers' constraints.
 
     Parameters
@@ -133,12 +139,19 @@ def fit(model, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
     x_val, y_val : optional held-out split, evaluated after every epoch.
     optimizer : SGD, optional. Defaults to ``SGD(config.momentum, config.weight_decay)``.
     progress : bool. Show a progress bar (loss and accuracy) on stderr.
+    threads : int, optional. BLAS and Numba threads during training (None: the libraries'
+        defaults, all cores). See :mod:`dc_engine.threads` for why 1 can be faster.
 
     Returns
     -------
     History with one record per epoch: epoch, lr, loss, acc (train, running), val_loss,
     val_error (when a validation split is given), seconds.
     """
+    with limit_threads(threads):
+        return _fit(model, x_train, y_train, config, x_val, y_val, optimizer, progress)
+
+
+def _fit(model, x_train, y_train, config, x_val, y_val, optimizer, progress) -> History:
     n = len(x_train)
     if n == 0 or len(y_train) != n:
         raise ValueError(f"need a non-empty training set with one label per input, got {n} "
@@ -186,7 +199,7 @@ def fit(model, x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig,
                 bar.update(1)
                 if b % 20 == 0 or b == iters - 1:
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                    lr=f"{lr:.2e}")
+                                    lr=f"{lr:.2e}", refresh=False)
         if bar is not None:
             bar.close()
         rec = {"epoch": epoch, "lr": lr, "loss": loss_sum / seen, "acc": correct / seen,

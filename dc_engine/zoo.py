@@ -38,11 +38,11 @@ ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet-5": lenet5}
 
 
 RECIPES = {
-    "lenet-300-100": {"epochs": 40, "batch_size": 64, "lr": 0.01, "lr_policy": "inv",
-                      "gamma": 1e-4, "power": 0.75, "momentum": 0.9, "weight_decay": 5e-4,
-                      "augment_shift": 2},
-    "lenet-5": {"epochs": 25, "batch_size": 64, "lr": 0.01, "lr_policy": "inv",
-                "gamma": 1e-4, "power": 0.75, "momentum": 0.9, "weight_decay": 5e-4,
+    "lenet-300-100": {"epochs": 50, "batch_size": 64, "lr": 0.01, "lr_policy": "step",
+                      "gamma": 0.1, "step_epochs": 20, "momentum": 0.9, "weight_decay": 5e-4,
+                      "augment_shift": 1},
+    "lenet-5": {"epochs": 30, "batch_size": 64, "lr": 0.01, "lr_policy": "step",
+                "gamma": 0.1, "step_epochs": 12, "momentum": 0.9, "weight_decay": 5e-4,
                 "augment_shift": 2},
 }
 """Baseline training recipes (TrainConfig fields), chosen on the validation split; README

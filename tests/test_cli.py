@@ -1,0 +1,123 @@
+"""The command line: train and eval end to end on a tiny IDX data set, errors, help texts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_data import write_dataset  # tests/ is on sys.path (pytest's prepend import mode)
+
+from dc_engine import store
+from dc_engine.cli import _parser, main
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    write_dataset(folder, n_train=96, n_test=40, h=28, w=28)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "mlp.h5"
+    rc = main(["train", "lenet-300-100", "--out", str(out), "--data", str(tiny_data),
+               "--epochs", "2", "--val-size", "16", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    return out
+
+
+def test_train_saves_model_with_recipe_and_history(trained):
+    model = store.load(trained)
+    assert model.name == "lenet-300-100"
+    meta = model.metadata
+    assert meta["train_config"]["epochs"] == 2
+    assert meta["train_config"]["augment_shift"] == 1  # the recipe's value, not overridden
+    assert len(meta["history"]) == 2
+    assert meta["threads"] == 1
+    assert 0.0 <= meta["test_error"] <= 1.0
+
+
+def test_eval_json_is_one_line_with_the_documented_keys(trained, tiny_data, capsys):
+    rc = main(["eval", str(trained), "--data", str(tiny_data), "--json"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    res = json.loads(out)
+    assert set(res) == {"error", "accuracy", "n", "params", "bytes"}
+    assert res["n"] == 40
+    assert res["params"] == 266610 and res["bytes"] == 4 * 266610
+    assert res["error"] == pytest.approx(1.0 - res["accuracy"])
+    model = store.load(trained)
+    from dc_engine.data import load_mnist
+    from dc_engine.train import evaluate
+    ds = load_mnist(tiny_data)
+    assert res["error"] == pytest.approx(evaluate(model, ds.x_test, ds.y_test)["error"])
+
+
+def test_train_refuses_to_overwrite_without_force(trained, tiny_data, capsys):
+    before = trained.read_bytes()
+    rc = main(["train", "lenet-300-100", "--out", str(trained), "--data", str(tiny_data),
+               "--epochs", "1", "--no-progress"])
+    assert rc == 2
+    assert "--force" in capsys.readouterr().err
+    assert trained.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "nope.h5"], "not found"),
+    (["train", "lenet-5", "--out", "{tmp}/m.h5", "--data", "{tmp}/missing"], "not found"),
+    (["train", "lenet-5", "--out", "{tmp}/no/such/dir/m.h5"], "does not exist"),
+    (["train", "lenet-5", "--out", "{tmp}/m.h5", "--epochs", "-1", "--data", "{data}"],
+     "epochs"),
+    (["train", "lenet-5", "--out", "{tmp}/m.h5", "--val-size", "999999", "--data", "{data}"],
+     "val-size"),
+])
+def test_bad_input_gives_one_line_error_and_status_2(argv, message, tmp_path, tiny_data, capsys):
+    argv = [a.format(tmp=tmp_path, data=tiny_data) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("dc-engine")
+
+
+def test_eval_rejects_a_corrupt_model(tmp_path, trained, tiny_data, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(trained.read_bytes()[:5000])
+    assert main(["eval", str(bad), "--data", str(tiny_data)]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_help_documents_every_option():
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"train", "eval"}
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for action in p._actions:
+            for opt in action.option_strings:
+                assert opt in text, f"{name}: {opt} missing from --help"
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name}: {action.option_strings} has no help text"
+    assert "train" in parser.format_help() and "eval" in parser.format_help()
+
+
+def test_main_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "dc-engine" in capsys.readouterr().out
+
+
+def test_threads_context_restores_counts():
+    import numba
+
+    from dc_engine.threads import blas_threads, limit_threads
+    before_numba, before_blas = numba.get_num_threads(), blas_threads()
+    with limit_threads(1):
+        assert numba.get_num_threads() == 1
+        assert blas_threads() in (1, None)
+    assert numba.get_num_threads() == before_numba and blas_threads() == before_blas
+    with pytest.raises(ValueError, match="threads"):
+        with limit_threads(0):
+            pass
