@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG,
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
-                    "train the paper's LeNets and evaluate models stored in HDF5.",
+                    "train the paper's LeNets, prune them, and evaluate models stored in HDF5.",
         epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
@@ -90,6 +90,44 @@ def _parser() -> argparse.ArgumentParser:
                     help="images per forward pass (default 1000)")
     _add_threads(ep)
     _add_data(ep)
+
+    pp = sub.add_parser(
+        "prune", help="stage 1: magnitude pruning with masked retraining",
+        description="Prune a dense model by weight magnitude, layer by layer, and retrain it "
+                    "with the pruned connections held at exactly zero, over one or more rounds "
+                    "(Han et al. 2015; Deep Compression Sec. 2). Settings come from the [prune] "
+                    "table of a TOML config (default: the shipped one for the model's "
+                    "architecture, dc_engine/configs/ARCH.toml). Writes the pruned model (an "
+                    "ordinary model file whose pruned weights are 0.0, with the settings and "
+                    "report in its metadata), STEM.report.json and STEM.weights.png.")
+    pp.add_argument("model", metavar="DENSE.h5", help="the dense model to prune")
+    pp.add_argument("--out", required=True, metavar="PRUNED.h5", help="where to save it")
+    pp.add_argument("--config", metavar="FILE.toml",
+                    help="settings ([prune] table); default: the architecture's shipped config")
+    pp.add_argument("--report-dir", metavar="DIR",
+                    help="where the JSON report and the PNG go (default: the folder of --out)")
+    pp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(pp)
+    _add_data(pp)
+
+    sp = sub.add_parser(
+        "sensitivity", help="per-layer pruning sensitivity scan (table and PNG)",
+        description="Prune each layer alone, by magnitude, to a sweep of kept-fractions, "
+                    "without retraining, and measure the validation error (Han et al. 2015, "
+                    "Fig. 6). Writes DIR/sensitivity.json, DIR/sensitivity.md and "
+                    "DIR/sensitivity.png. Use it to choose the per-layer settings of a pruning "
+                    "config.")
+    sp.add_argument("model", metavar="DENSE.h5", help="the dense model to scan")
+    sp.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    sp.add_argument("--fractions", type=float, nargs="+", metavar="F",
+                    help="kept-fractions to try, each in (0, 1] (default: 1 0.5 0.3 0.2 0.1 "
+                         "0.05 0.02 0.01)")
+    sp.add_argument("--val-size", type=int, default=5000,
+                    help="training images held out for validation (default 5000, seed 0, the "
+                         "same split as train)")
+    _add_threads(sp)
+    _add_data(sp)
     return ap
 
 
@@ -177,6 +215,32 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_prune(args) -> int:
+    from . import pipeline
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.exists():
+        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    report = pipeline.prune(args.model, out, config_path=args.config, data=args.data,
+                            report_dir=args.report_dir, threads=args.threads,
+                            progress=not args.no_progress)
+    print(pipeline.prune_table(report), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _cmd_sensitivity(args) -> int:
+    from . import pipeline
+
+    scan = pipeline.sensitivity(args.model, args.out, data=args.data, fractions=args.fractions,
+                                val_size=args.val_size, threads=args.threads)
+    print(pipeline.sensitivity_table(scan), end="")
+    print(f"wrote {Path(args.out) / 'sensitivity.json'}, .md and .png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dc-engine`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -185,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .store import DCFormatError
 
-    commands = {"train": _cmd_train, "eval": _cmd_eval}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
+                "sensitivity": _cmd_sensitivity}
     try:
         return commands[args.command](args)
     except (CLIError, DatasetError, DCFormatError, FileNotFoundError, ValueError,

@@ -107,7 +107,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dic
         loss, _ = softmax_cross_entropy(logits, yb)
         total += loss * len(yb)
         correct += int(np.sum(np.argmax(logits, axis=1) == yb))
-    return {"loss": total / n, "error": 1.0 - correct / n, "accuracy": correct / n, "n": n}
+    return {"loss": total / n, "error": (n - correct) / n, "accuracy": correct / n, "n": n}
 
 
 def _progress(total: int, desc: str, enabled: bool):

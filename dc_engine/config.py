@@ -1,0 +1,100 @@
+"""Stage settings in TOML: read a file, write one back (settings round-trip), find the
+shipped defaults.
+
+A config file has one table per stage (``[prune]`` now; later stages add theirs). The shipped
+defaults for each zoo architecture are ``dc_engine/configs/<architecture>.toml``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or holds bad settings."""
+
+
+def load_toml(path) -> dict:
+    """Parse a TOML file; a missing file or a syntax error is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+
+
+def default_config_path(architecture: str) -> Path:
+    """The shipped config of a zoo architecture; ConfigError if there is none."""
+    p = CONFIG_DIR / f"{architecture}.toml"
+    if not p.exists():
+        shipped = sorted(q.stem for q in CONFIG_DIR.glob("*.toml"))
+        raise ConfigError(f"no shipped config for architecture {architecture!r} (shipped: "
+                          f"{shipped}); pass --config FILE.toml")
+    return p
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
+
+
+def _scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):  # includes numpy.float64; repr() of that is not TOML
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or
+                                                   ord(c) == 0x7F else c) for c in v) + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _key(k: str) -> str:
+    ok = k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k)
+    return k if ok else _scalar(k)
+
+
+def dump_toml(data: dict) -> str:
+    """TOML text for nested dicts of scalars and lists (what our configs hold).
+
+    ``None`` values are left out (TOML has no null).
+    """
+    lines: list[str] = []
+
+    def table(d: dict, prefix: list[str]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        subs = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix and (scalars or not subs):
+            lines.append("[" + ".".join(_key(p) for p in prefix) + "]")
+        for k, v in scalars.items():
+            lines.append(f"{_key(k)} = {_scalar(v)}")
+        if scalars:
+            lines.append("")
+        for k, v in subs.items():
+            table(v, prefix + [k])
+
+    table(data, [])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = ["ConfigError", "load_toml", "dump_toml", "default_config_path", "CONFIG_DIR"]

@@ -1,0 +1,160 @@
+"""The compression job, stage by stage, as the paper tells it (Deep Compression Fig. 1).
+
+Stage 1 (Sec. 2): prune -> retrain with masks -> prune harder -> retrain ...  (:func:`prune`)
+Stage 2 (Sec. 3) and stage 3 (Sec. 4) come with the next issues.
+
+Each function reads its input file, runs the stage on the shipped (or given) data, writes its
+output file atomically and returns a JSON-able report. No arithmetic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from . import store
+from .config import ConfigError, default_config_path, dump_toml, load_toml
+from .data import load_mnist, train_val_split
+from .prune import PruneConfig, layer_stats, prune_model, sensitivity_scan
+from .threads import limit_threads
+from .train import evaluate
+from .zoo import RECIPES
+
+log = logging.getLogger(__name__)
+
+
+def _recipe(model) -> dict:
+    """The training recipe a model was trained with (its metadata), else its zoo recipe."""
+    meta = getattr(model, "metadata", {}) or {}
+    cfg = meta.get("train_config")
+    if isinstance(cfg, dict):
+        return {k: v for k, v in cfg.items() if k != "seed"}
+    if model.name in RECIPES:
+        return dict(RECIPES[model.name])
+    raise ConfigError(f"{model.name}: no training recipe in the file's metadata and none in "
+                      "the zoo; give every retraining setting in the config's [prune.retrain]")
+
+
+def read_prune_config(config_path, architecture: str) -> tuple[PruneConfig, Path]:
+    """The [prune] table of ``config_path`` (default: the architecture's shipped config)."""
+    path = Path(config_path) if config_path else default_config_path(architecture)
+    table = load_toml(path).get("prune")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} has no [prune] table")
+    try:
+        return PruneConfig.from_dict(table), path
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
+          threads: int | None = None, progress: bool = True) -> dict:
+    """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining.
+
+    Writes ``out_path`` (an ordinary dense model whose pruned weights are 0.0; the settings
+    and the report are in its metadata) and, in ``report_dir`` (default: the folder of
+    ``out_path``), ``<stem>.report.json`` and ``<stem>.weights.png``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    model = store.load(dense_path)
+    config, cfg_path = read_prune_config(config_path, model.name)
+    config.check_model(model)
+    recipe = _recipe(model)
+    ds = load_mnist(data)
+    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, config.val_size,
+                                               config.seed)
+    before = {l.name: l.params["W"].copy() for l in model.layers if l.name in config.layers}
+    with limit_threads(threads):
+        test_dense = evaluate(model, ds.x_test, ds.y_test)["error"]
+        report = prune_model(model, config, recipe, x_tr, y_tr, x_val, y_val,
+                             progress=progress, threads=threads)
+        test_pruned = evaluate(model, ds.x_test, ds.y_test)["error"]
+    total_w = sum(s["weights"] for s in report["layers"])
+    total_kept = sum(s["kept"] for s in report["layers"])
+    report.update({
+        "source": str(dense_path), "architecture": model.name, "config_file": str(cfg_path),
+        "config": config.to_dict(), "config_toml": dump_toml({"prune": config.to_dict()}),
+        "test_error_dense": test_dense, "test_error": test_pruned,
+        "weights": total_w, "kept": total_kept, "kept_fraction": total_kept / total_w,
+        "seconds": time.perf_counter() - t0})
+    for layer in model.layers:  # the mask is derivable from the zeros: store none
+        layer.masks.clear()
+    store.save(model, out_path, metadata={"command": "prune", "prune": report,
+                                          "train_config": recipe})
+    report_dir = Path(report_dir) if report_dir else out_path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_path.name.removesuffix(".h5")
+    (report_dir / f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    from .plots import weight_histograms
+    after = {n: model[n].params["W"] for n in before}
+    weight_histograms(before, after, report_dir / f"{stem}.weights.png",
+                      f"{model.name}: weights before pruning and kept after retraining")
+    return report
+
+
+def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 5000,
+                seed: int = 0, threads: int | None = None) -> dict:
+    """LWC Fig. 6 for a dense model file: writes ``sensitivity.json``, ``sensitivity.md`` and
+    ``sensitivity.png`` into ``out_dir`` and returns the scan."""
+    model = store.load(dense_path)
+    ds = load_mnist(data)
+    _, _, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
+    if len(x_val) == 0:
+        raise ValueError("the sensitivity scan needs a validation split (val_size > 0)")
+    kw = {} if fractions is None else {"fractions": tuple(fractions)}
+    with limit_threads(threads):
+        scan = sensitivity_scan(model, x_val, y_val, **kw)
+    scan["architecture"] = model.name
+    scan["layers"] = layer_stats(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sensitivity.json").write_text(json.dumps(scan, indent=1) + "\n")
+    (out_dir / "sensitivity.md").write_text(sensitivity_table(scan))
+    from .plots import sensitivity_plot
+    sensitivity_plot(scan, out_dir / "sensitivity.png")
+    return scan
+
+
+def sensitivity_table(scan: dict) -> str:
+    """Markdown: one row per layer, validation error (%) at each kept-fraction."""
+    head = "| layer | " + " | ".join(f"{100 * f:g}% kept" for f in scan["fractions"]) + " |"
+    rows = [head, "|---" * (len(scan["fractions"]) + 1) + "|"]
+    for name, errs in scan["errors"].items():
+        rows.append(f"| {name} | " + " | ".join(f"{100 * e:.2f}" for e in errs) + " |")
+    rows.append("")
+    rows.append(f"Validation error of the dense model: {100 * scan['baseline']:.2f}%. Each "
+                "layer is pruned alone by magnitude, without retraining.")
+    return "\n".join(rows) + "\n"
+
+
+def prune_table(report: dict) -> str:
+    """The per-layer pruning report as text (paper-style)."""
+    rounds = report["rounds"]
+    lines = [f"{'layer':<8} {'#weights':>9} {'kept':>8} {'kept %':>7}"]
+    for s in report["layers"]:
+        lines.append(f"{s['name']:<8} {s['weights']:>9,} {s['kept']:>8,} "
+                     f"{100 * s['kept_fraction']:>6.2f}%")
+    lines.append(f"{'total':<8} {report['weights']:>9,} {report['kept']:>8,} "
+                 f"{100 * report['kept_fraction']:>6.2f}%  "
+                 f"({report['weights'] / max(report['kept'], 1):.1f}x fewer weights)")
+    lines.append("")
+    lines.append(f"{'round':<6} {'val error after pruning':>24} {'after retraining':>17}")
+    dense = report.get("val_error_dense")
+    if dense is not None:
+        lines.append(f"{'dense':<6} {100 * dense:>23.2f}%")
+    def pct(e, width):
+        return f"{'n/a':>{width + 1}}" if e is None else f"{100 * e:>{width}.2f}%"
+
+    for r in rounds:
+        lines.append(f"{r['round']:<6} {pct(r['val_error_pruned'], 23)} "
+                     f"{pct(r['val_error_retrained'], 16)}")
+    lines.append("")
+    lines.append(f"test error: dense {100 * report['test_error_dense']:.2f}% -> pruned "
+                 f"{100 * report['test_error']:.2f}%   ({report['seconds']:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["prune", "sensitivity", "read_prune_config", "prune_table", "sensitivity_table"]

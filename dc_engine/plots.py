@@ -1,0 +1,86 @@
+"""PNG figures of the reports (matplotlib, the optional ``plot`` extra).
+
+Every function returns the path it wrote, or ``None`` with a warning when matplotlib is not
+installed: a missing plot never stops a compression run.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn("matplotlib is not installed, so no PNG is written; install the 'plot' "
+                      "extra: pip install 'dc-engine[plot]'", stacklevel=3)
+        return None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def sensitivity_plot(scan: dict, path) -> Path | None:
+    """Validation error against kept-fraction, one line per layer (LWC Fig. 6)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fr = np.asarray(scan["fractions"])
+    for name, errs in scan["errors"].items():
+        ax.plot(100 * fr, 100 * np.asarray(errs), marker="o", label=name)
+    ax.axhline(100 * scan["baseline"], color="grey", ls="--", lw=1, label="dense")
+    ax.set_xscale("log")
+    ticks = [t for t in (100, 50, 30, 20, 10, 5, 3, 2, 1, 0.5, 0.2, 0.1)
+             if 100 * fr.min() <= t <= 100 * fr.max()]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("weights kept in that layer alone (%)")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(f"Pruning sensitivity, no retraining ({scan.get('architecture', '')})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def weight_histograms(before: dict, after: dict, path, title: str = "") -> Path | None:
+    """Per layer, the histogram of weights before pruning and of the kept weights after
+    (LWC Fig. 4)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    names = list(before)
+    fig, axes = plt.subplots(len(names), 1, figsize=(6.4, 2.0 * len(names) + 0.6), dpi=120,
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        w0 = np.asarray(before[name]).ravel()
+        w1 = np.asarray(after[name]).ravel()
+        w1 = w1[w1 != 0]
+        lim = float(np.max(np.abs(w0))) if w0.size else 1.0
+        bins = np.linspace(-lim, lim, 121)
+        ax.hist(w0, bins=bins, color="tab:blue", alpha=0.5, label=f"dense ({w0.size:,})")
+        ax.hist(w1, bins=bins, color="tab:red", alpha=0.7,
+                label=f"kept after retraining ({w1.size:,})")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("weight value")
+    fig.suptitle(title or "Weight distribution before and after pruning")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["sensitivity_plot", "weight_histograms"]
