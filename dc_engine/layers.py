@@ -42,6 +42,7 @@ class Layer:
         self.masks: dict[str, np.ndarray] = {}
         self.ties: dict[str, object] = {}
         self._cache = None
+        self._grads_zero = False  # True from zero_grad() until the next backward()
 
     @property
     def hyperparameters(self) -> dict:
@@ -69,6 +70,7 @@ class Layer:
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0.0)
+        self._grads_zero = True
 
     def set_param(self, name: str, value: np.ndarray) -> None:
         """Replace parameter ``name`` by ``value`` (shape and dtype checked)."""
@@ -137,6 +139,7 @@ class Dense(Layer):
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
         rng = np.random.default_rng(0) if rng is None else rng
+        self._scratch = None
         self.params["W"] = _xavier(rng, (self.out_features, self.in_features),
                                    self.in_features, dtype)
         self.params["b"] = np.zeros(self.out_features, dtype=dtype)
@@ -165,7 +168,15 @@ class Dense(Layer):
     def backward(self, dy, need_dx=True):
         x = self._cached()
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        self.grads["W"] += dy.T @ x
+        gw = self.grads["W"]
+        if self._grads_zero:  # 0 + dy^T x: write the product straight into the gradient
+            np.matmul(dy.T, x, out=gw)
+            self._grads_zero = False
+        else:  # accumulate through a kept buffer (a fresh array each step costs page faults)
+            if self._scratch is None or self._scratch.dtype != gw.dtype:
+                self._scratch = np.empty_like(gw)
+            np.matmul(dy.T, x, out=self._scratch)
+            gw += self._scratch
         self.grads["b"] += dy.sum(axis=0)
         return dy @ self.params["W"] if need_dx else None
 
@@ -230,7 +241,10 @@ class Conv2D(Layer):
         oh, ow = self._out_hw(h, w)
         oc = self.out_channels
         cols = np.empty((c * k * k, n * oh * ow), dtype=x.dtype)
-        kernels.im2col(x, k, k, s, p, oh, ow, cols)
+        if s == 1 and p == 0:
+            kernels.im2col_valid(x, k, k, oh, ow, cols)
+        else:
+            kernels.im2col(x, k, k, s, p, oh, ow, cols)
         y = self.params["W"].reshape(oc, -1) @ cols  # (OC, N * OH * OW)
         y = y.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
         y = np.add(y, self.params["b"].reshape(1, oc, 1, 1), order="C")  # NCHW-contiguous
@@ -249,7 +263,10 @@ class Conv2D(Layer):
         dcols = self.params["W"].reshape(oc, -1).T @ dy2
         dx = np.empty((n, c, h, w), dtype=dy.dtype)
         k, s, p = self.kernel_size, self.stride, self.padding
-        kernels.col2im(dcols, k, k, s, p, oh, ow, dx)
+        if s == 1 and p == 0:
+            kernels.col2im_valid(dcols, k, k, oh, ow, dx)
+        else:
+            kernels.col2im(dcols, k, k, s, p, oh, ow, dx)
         return dx
 
 

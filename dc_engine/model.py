@@ -115,11 +115,15 @@ class Model:
         Returns the gradient w.r.t. the input when ``input_grad`` is true, else ``None`` (the
         first layer then skips computing it).
         """
+        # Layers up to and including the first one with parameters need no input gradient
+        # (nothing before them learns): LeNet-300-100's ip1 skips a 64x300x784 matmul.
+        first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
         dy = dlogits
-        last = len(self.layers) - 1
-        for i, layer in enumerate(reversed(self.layers)):
-            dy = layer.backward(dy, need_dx=input_grad or i < last)
-        return dy
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, need_dx=input_grad or i > first)
+            if dy is None:
+                break
+        return dy if input_grad else None
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits for ``x`` computed in batches (evaluation mode)."""

@@ -5,13 +5,13 @@ files. Every kernel has a plain NumPy twin in :mod:`kernels.reference` that the 
 against.
 """
 
-from .conv import col2im, conv_output_size, im2col
+from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
 from .augment import shift_images
 from .pool import maxpool2d_backward, maxpool2d_forward
 from .sgd import sgd_momentum, sgd_momentum_masked
 
 __all__ = [
-    "im2col", "col2im", "conv_output_size",
+    "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
     "maxpool2d_forward", "maxpool2d_backward", "shift_images", "sgd_momentum",
     "sgd_momentum_masked",
 ]

@@ -32,6 +32,14 @@ def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
     dx[...] = dxp[:, :, padding:padding + h, padding:padding + w]
 
 
+def im2col_valid(x, kh, kw, oh, ow, cols):
+    im2col(x, kh, kw, 1, 0, oh, ow, cols)
+
+
+def col2im_valid(cols, kh, kw, oh, ow, dx):
+    col2im(cols, kh, kw, 1, 0, oh, ow, dx)
+
+
 def maxpool2d_forward(x, size, stride, oh, ow, y, arg):
     n_img, n_ch, h, w = x.shape
     for n in range(n_img):

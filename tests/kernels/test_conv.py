@@ -123,3 +123,41 @@ def test_conv_output_size_counts_window_positions(size, k, stride, padding):
         return
     positions = len(range(0, size + 2 * padding - k + 1, stride))
     assert kernels.conv_output_size(size, k, stride, padding) == positions
+
+
+@st.composite
+def valid_cases(draw):
+    """Stride 1, no padding: the cases the fast ``*_valid`` kernels serve."""
+    shape, kh, kw, _, _, dtype, seed = draw(conv_cases())
+    kh, kw = min(kh, shape[2]), min(kw, shape[3])
+    return shape, kh, kw, dtype, seed
+
+
+@given(valid_cases())
+def test_im2col_valid_equals_reference(case):
+    shape, kh, kw, dtype, seed = case
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    oh, ow = _out_hw(shape, kh, kw, 1, 0)
+    n, c = shape[:2]
+    got = np.full((c * kh * kw, n * oh * ow), np.nan, dtype=dtype)
+    want = np.full_like(got, np.nan)
+    kernels.im2col_valid(x, kh, kw, oh, ow, got)
+    reference.im2col_valid(x, kh, kw, oh, ow, want)
+    np.testing.assert_array_equal(got, want)
+    assert not np.isnan(got).any()
+
+
+@given(valid_cases())
+def test_col2im_valid_equals_reference(case):
+    shape, kh, kw, dtype, seed = case
+    oh, ow = _out_hw(shape, kh, kw, 1, 0)
+    n, c = shape[:2]
+    cols = np.random.default_rng(seed).standard_normal((c * kh * kw, n * oh * ow)).astype(dtype)
+    got = np.full(shape, np.nan, dtype=dtype)
+    want = np.full(shape, np.nan, dtype=dtype)
+    kernels.col2im_valid(cols, kh, kw, oh, ow, got)
+    reference.col2im_valid(cols, kh, kw, oh, ow, want)
+    assert not np.isnan(got).any()
+    eps = np.finfo(dtype).eps
+    scale = float(np.abs(cols).max()) if cols.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=4 * eps, atol=4 * eps * kh * kw * scale)

@@ -115,3 +115,14 @@ def test_maxpool_overlapping_windows_with_ties_accumulate(impl):
     dx = _backward(impl.maxpool2d_backward, dy, arg, x.shape)
     want = np.array([[1, 2, 0], [3, 4, 0], [0, 0, 0]], dtype=np.float64).reshape(1, 1, 3, 3)
     np.testing.assert_array_equal(dx, want)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 7, 6), (1, 1, 2, 2), (2, 3, 5, 9), (0, 1, 4, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_2x2_path_equals_reference_with_ties(shape, dtype):
+    # size 2 / stride 2 takes the unrolled kernel; small integers force many ties.
+    x = np.random.default_rng(7).integers(-1, 2, size=shape).astype(dtype)
+    y, arg = _forward(kernels.maxpool2d_forward, x, 2, 2)
+    y_ref, arg_ref = _forward(reference.maxpool2d_forward, x, 2, 2)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
