@@ -131,6 +131,17 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _output_path(path: str, force: bool) -> Path:
+    """--out checked before any work: never overwrite a file unasked, fail early on a bad
+    folder."""
+    out = Path(path)
+    if out.exists() and not force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.exists():
+        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    return out
+
+
 def _load_data(path):
     from .data import load_mnist
     return load_mnist(path)
@@ -143,11 +154,7 @@ def _cmd_train(args) -> int:
     from .train import TrainConfig, evaluate, fit
     from .zoo import ARCHITECTURES, RECIPES
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    if not out.parent.exists():
-        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    out = _output_path(args.out, args.force)
     recipe = dict(RECIPES[args.arch])
     for key in ("epochs", "lr", "batch_size", "momentum", "weight_decay", "lr_policy", "gamma",
                 "power", "step_epochs", "augment_shift"):
@@ -218,11 +225,7 @@ def _cmd_eval(args) -> int:
 def _cmd_prune(args) -> int:
     from . import pipeline
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    if not out.parent.exists():
-        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    out = _output_path(args.out, args.force)
     report = pipeline.prune(args.model, out, config_path=args.config, data=args.data,
                             report_dir=args.report_dir, threads=args.threads,
                             progress=not args.no_progress)

@@ -22,3 +22,25 @@ settings.load_profile("dc")
 def rng() -> np.random.Generator:
     """A fresh generator with a fixed seed, so every test sees the same numbers."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory):
+    """A tiny data set in MNIST's four-file IDX layout (28x28, 96 train / 40 test images)."""
+    from test_data import write_dataset  # tests/ is on sys.path (pytest's prepend mode)
+
+    folder = tmp_path_factory.mktemp("tiny_mnist")
+    write_dataset(folder, n_train=96, n_test=40, h=28, w=28)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp_model(tiny_mnist, tmp_path_factory):
+    """A LeNet-300-100 file trained for 2 epochs on ``tiny_mnist`` by the CLI (read-only)."""
+    from dc_engine.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "mlp.h5"
+    rc = main(["train", "lenet-300-100", "--out", str(out), "--data", str(tiny_mnist),
+               "--epochs", "2", "--val-size", "16", "--no-progress", "--threads", "1"])
+    assert rc == 0
+    return out

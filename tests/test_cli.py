@@ -6,30 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from test_data import write_dataset  # tests/ is on sys.path (pytest's prepend import mode)
 
 from dc_engine import store
 from dc_engine.cli import _parser, main
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    write_dataset(folder, n_train=96, n_test=40, h=28, w=28)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "mlp.h5"
-    rc = main(["train", "lenet-300-100", "--out", str(out), "--data", str(tiny_data),
-               "--epochs", "2", "--val-size", "16", "--no-progress", "--threads", "1"])
-    assert rc == 0
-    return out
-
-
-def test_train_saves_model_with_recipe_and_history(trained):
-    model = store.load(trained)
+def test_train_saves_model_with_recipe_and_history(tiny_mlp_model):
+    model = store.load(tiny_mlp_model)
     assert model.name == "lenet-300-100"
     meta = model.metadata
     assert meta["train_config"]["epochs"] == 2
@@ -39,8 +22,8 @@ def test_train_saves_model_with_recipe_and_history(trained):
     assert 0.0 <= meta["test_error"] <= 1.0
 
 
-def test_eval_json_is_one_line_with_the_documented_keys(trained, tiny_data, capsys):
-    rc = main(["eval", str(trained), "--data", str(tiny_data), "--json"])
+def test_eval_json_is_one_line_with_the_documented_keys(tiny_mlp_model, tiny_mnist, capsys):
+    rc = main(["eval", str(tiny_mlp_model), "--data", str(tiny_mnist), "--json"])
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
@@ -49,20 +32,20 @@ def test_eval_json_is_one_line_with_the_documented_keys(trained, tiny_data, caps
     assert res["n"] == 40
     assert res["params"] == 266610 and res["bytes"] == 4 * 266610
     assert res["error"] == pytest.approx(1.0 - res["accuracy"])
-    model = store.load(trained)
+    model = store.load(tiny_mlp_model)
     from dc_engine.data import load_mnist
     from dc_engine.train import evaluate
-    ds = load_mnist(tiny_data)
+    ds = load_mnist(tiny_mnist)
     assert res["error"] == pytest.approx(evaluate(model, ds.x_test, ds.y_test)["error"])
 
 
-def test_train_refuses_to_overwrite_without_force(trained, tiny_data, capsys):
-    before = trained.read_bytes()
-    rc = main(["train", "lenet-300-100", "--out", str(trained), "--data", str(tiny_data),
+def test_train_refuses_to_overwrite_without_force(tiny_mlp_model, tiny_mnist, capsys):
+    before = tiny_mlp_model.read_bytes()
+    rc = main(["train", "lenet-300-100", "--out", str(tiny_mlp_model), "--data", str(tiny_mnist),
                "--epochs", "1", "--no-progress"])
     assert rc == 2
     assert "--force" in capsys.readouterr().err
-    assert trained.read_bytes() == before
+    assert tiny_mlp_model.read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -74,17 +57,17 @@ def test_train_refuses_to_overwrite_without_force(trained, tiny_data, capsys):
     (["train", "lenet-5", "--out", "{tmp}/m.h5", "--val-size", "999999", "--data", "{data}"],
      "val-size"),
 ])
-def test_bad_input_gives_one_line_error_and_status_2(argv, message, tmp_path, tiny_data, capsys):
-    argv = [a.format(tmp=tmp_path, data=tiny_data) for a in argv]
+def test_bad_input_gives_one_line_error_and_status_2(argv, message, tmp_path, tiny_mnist, capsys):
+    argv = [a.format(tmp=tmp_path, data=tiny_mnist) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("dc-engine")
 
 
-def test_eval_rejects_a_corrupt_model(tmp_path, trained, tiny_data, capsys):
+def test_eval_rejects_a_corrupt_model(tmp_path, tiny_mlp_model, tiny_mnist, capsys):
     bad = tmp_path / "bad.h5"
-    bad.write_bytes(trained.read_bytes()[:5000])
-    assert main(["eval", str(bad), "--data", str(tiny_data)]) == 2
+    bad.write_bytes(tiny_mlp_model.read_bytes()[:5000])
+    assert main(["eval", str(bad), "--data", str(tiny_mnist)]) == 2
     assert "truncated" in capsys.readouterr().err
 
 

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_data import write_dataset  # tests/ is on sys.path (pytest's prepend import mode)
 
 from dc_engine import store
 from dc_engine.cli import main
@@ -435,37 +434,21 @@ CLI_KEPT = {"ip1": 0.1, "ip2": 0.2, "ip3": 0.5}
 
 
 @pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_mnist")
-    write_dataset(folder, n_train=96, n_test=40, h=28, w=28)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def dense_model(tiny_mnist, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dense") / "dense.h5"
-    rc = main(["train", "lenet-300-100", "--out", str(out), "--data", str(tiny_mnist),
-               "--epochs", "1", "--val-size", "16", "--threads", "1", "--no-progress"])
-    assert rc == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def pruned_run(dense_model, tiny_mnist, tmp_path_factory):
+def pruned_run(tiny_mlp_model, tiny_mnist, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pruned")
     cfg = folder / "cfg.toml"
     cfg.write_text(CLI_CONFIG)
     out, reports = folder / "pruned.h5", folder / "reports"
-    rc = main(["prune", str(dense_model), "--out", str(out), "--config", str(cfg),
+    rc = main(["prune", str(tiny_mlp_model), "--out", str(out), "--config", str(cfg),
                "--data", str(tiny_mnist), "--report-dir", str(reports), "--threads", "1",
                "--no-progress"])
     return {"rc": rc, "out": out, "cfg": cfg, "reports": reports}
 
 
-def test_cli_prune_writes_pruned_model_report_and_png(pruned_run, dense_model):
+def test_cli_prune_writes_pruned_model_report_and_png(pruned_run, tiny_mlp_model):
     assert pruned_run["rc"] == 0
     model = store.load(pruned_run["out"])
-    dense = store.load(dense_model)
+    dense = store.load(tiny_mlp_model)
     assert model.name == "lenet-300-100"
     for name, k in CLI_KEPT.items():
         w = model[name].params["W"]
@@ -503,11 +486,11 @@ def test_cli_eval_reads_the_pruned_model(pruned_run, tiny_mnist, capsys):
                                          ["test_error"])
 
 
-def test_cli_prune_refuses_to_overwrite_without_force(pruned_run, dense_model, tiny_mnist,
+def test_cli_prune_refuses_to_overwrite_without_force(pruned_run, tiny_mlp_model, tiny_mnist,
                                                      capsys):
     out = pruned_run["out"]
     before = out.read_bytes()
-    rc = main(["prune", str(dense_model), "--out", str(out), "--config", str(pruned_run["cfg"]),
+    rc = main(["prune", str(tiny_mlp_model), "--out", str(out), "--config", str(pruned_run["cfg"]),
                "--data", str(tiny_mnist), "--no-progress", "--threads", "1"])
     assert rc == 2
     assert "--force" in capsys.readouterr().err
@@ -522,12 +505,12 @@ def test_cli_prune_refuses_to_overwrite_without_force(pruned_run, dense_model, t
     ("[prune\nrounds = 2\n", "not valid TOML"),
     ("[train]\nepochs = 1\n", "no [prune] table"),
 ])
-def test_cli_prune_rejects_a_bad_config(text, message, dense_model, tiny_mnist, tmp_path,
+def test_cli_prune_rejects_a_bad_config(text, message, tiny_mlp_model, tiny_mnist, tmp_path,
                                         capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     out = tmp_path / "pruned.h5"
-    rc = main(["prune", str(dense_model), "--out", str(out), "--config", str(cfg),
+    rc = main(["prune", str(tiny_mlp_model), "--out", str(out), "--config", str(cfg),
                "--data", str(tiny_mnist), "--no-progress", "--threads", "1"])
     assert rc == 2
     err = capsys.readouterr().err.strip()
@@ -535,9 +518,9 @@ def test_cli_prune_rejects_a_bad_config(text, message, dense_model, tiny_mnist, 
     assert not out.exists()
 
 
-def test_cli_sensitivity_writes_json_table_and_png(dense_model, tiny_mnist, tmp_path, capsys):
+def test_cli_sensitivity_writes_json_table_and_png(tiny_mlp_model, tiny_mnist, tmp_path, capsys):
     out = tmp_path / "sens"
-    rc = main(["sensitivity", str(dense_model), "--out", str(out), "--data", str(tiny_mnist),
+    rc = main(["sensitivity", str(tiny_mlp_model), "--out", str(out), "--data", str(tiny_mnist),
                "--val-size", "16", "--threads", "1", "--fractions", "1", "0.5", "0.1"])
     assert rc == 0
     scan = json.loads((out / "sensitivity.json").read_text())
@@ -556,8 +539,8 @@ def test_cli_sensitivity_writes_json_table_and_png(dense_model, tiny_mnist, tmp_
     assert (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_sensitivity_rejects_bad_fraction(dense_model, tiny_mnist, tmp_path, capsys):
-    rc = main(["sensitivity", str(dense_model), "--out", str(tmp_path / "s"), "--data",
+def test_cli_sensitivity_rejects_bad_fraction(tiny_mlp_model, tiny_mnist, tmp_path, capsys):
+    rc = main(["sensitivity", str(tiny_mlp_model), "--out", str(tmp_path / "s"), "--data",
                str(tiny_mnist), "--val-size", "16", "--fractions", "1", "1.5"])
     assert rc == 2
     assert "fraction" in capsys.readouterr().err
