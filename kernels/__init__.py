@@ -7,11 +7,12 @@ against.
 
 from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
 from .augment import shift_images
+from .kmeans import assign_sorted, segment_sum
 from .pool import maxpool2d_backward, maxpool2d_forward
 from .sgd import sgd_momentum, sgd_momentum_masked
 
 __all__ = [
     "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
     "maxpool2d_forward", "maxpool2d_backward", "shift_images", "sgd_momentum",
-    "sgd_momentum_masked",
+    "sgd_momentum_masked", "assign_sorted", "segment_sum",
 ]

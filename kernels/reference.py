@@ -92,3 +92,14 @@ def sgd_momentum_masked(w, g, v, mask, lr, momentum, decay):
     v[...] = 0.0
     w[mask] = wk
     v[mask] = vk
+
+
+def assign_sorted(x, centroids, labels):
+    # argmin returns the first minimum: ties go to the lowest index.
+    labels[...] = np.argmin(np.abs(x[:, None] - centroids[None, :]), axis=1)
+
+
+def segment_sum(values, labels, sums, counts):
+    k = sums.shape[0]
+    sums[...] = np.bincount(labels, weights=values, minlength=k)
+    counts[...] = np.bincount(labels, minlength=k)
