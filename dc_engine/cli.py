@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG,
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
-                    "train the paper's LeNets, prune them, and evaluate models stored in HDF5.",
+                    "train the paper's LeNets, prune and quantize them, and evaluate models stored in "
+                    "HDF5.",
         epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
@@ -110,6 +111,46 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads(pp)
     _add_data(pp)
+
+    qp = sub.add_parser(
+        "quantize", help="stage 2: k-means weight sharing and centroid fine-tuning",
+        description="Cluster each layer's non-zero weights by 1-D k-means into a codebook "
+                    "(slot 0 is 0.0 for pruned weights), replace every weight by its centroid, "
+                    "and fine-tune the centroids with the summed gradients of their weights "
+                    "(Deep Compression Sec. 3). Settings come from the [quantize] table of a "
+                    "TOML config (default: the architecture's shipped config). Writes the "
+                    "quantized model (codebook + index per layer), STEM.report.json and "
+                    "STEM.codebook.png.")
+    qp.add_argument("model", metavar="PRUNED.h5", help="the (pruned) model to quantize")
+    qp.add_argument("--out", required=True, metavar="QUANTIZED.h5", help="where to save it")
+    qp.add_argument("--config", metavar="FILE.toml",
+                    help="settings ([quantize] table); default: the architecture's shipped "
+                         "config")
+    qp.add_argument("--report-dir", metavar="DIR",
+                    help="where the JSON report and the PNG go (default: the folder of --out)")
+    qp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    qp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(qp)
+    _add_data(qp)
+
+    bp = sub.add_parser(
+        "bits-sweep", help="error vs bits for the three centroid initialisations",
+        description="Quantize every configured layer at each width in --bits with each "
+                    "initialisation (linear, density, random), fine-tune the centroids for "
+                    "--epochs, and record the validation error after clustering and after "
+                    "fine-tuning (like Deep Compression Figs. 7-8). Writes DIR/bits_sweep.json, "
+                    ".md and .png.")
+    bp.add_argument("model", metavar="PRUNED.h5", help="the (pruned) model")
+    bp.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    bp.add_argument("--bits", type=int, nargs="+", default=list(range(2, 9)), metavar="B",
+                    help="widths to try (default: 2 3 4 5 6 7 8)")
+    bp.add_argument("--epochs", type=int, default=1,
+                    help="fine-tuning epochs per point (default 1; 0: clustering only)")
+    bp.add_argument("--config", metavar="FILE.toml",
+                    help="which layers and fine-tuning settings ([quantize] table); default: "
+                         "the architecture's shipped config")
+    _add_threads(bp)
+    _add_data(bp)
 
     sp = sub.add_parser(
         "sensitivity", help="per-layer pruning sensitivity scan (table and PNG)",
@@ -234,6 +275,34 @@ def _cmd_prune(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from . import pipeline
+
+    out = _output_path(args.out, args.force)
+    report = pipeline.quantize(args.model, out, config_path=args.config, data=args.data,
+                               report_dir=args.report_dir, threads=args.threads,
+                               progress=not args.no_progress)
+    print(pipeline.quantize_table(report), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _cmd_bits_sweep(args) -> int:
+    from . import pipeline
+
+    if args.epochs < 0:
+        raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    bad = [b for b in args.bits if not 1 <= b <= 16]
+    if bad:
+        raise CLIError(f"--bits must lie in 1..16, got {bad}")
+    sweep = pipeline.bits_sweep(args.model, args.out, bits=args.bits,
+                                finetune_epochs=args.epochs, config_path=args.config,
+                                data=args.data, threads=args.threads)
+    print(pipeline.bits_table(sweep), end="")
+    print(f"wrote {Path(args.out) / 'bits_sweep.json'}, .md and .png")
+    return 0
+
+
 def _cmd_sensitivity(args) -> int:
     from . import pipeline
 
@@ -253,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     from .store import DCFormatError
 
     commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
-                "sensitivity": _cmd_sensitivity}
+                "sensitivity": _cmd_sensitivity, "quantize": _cmd_quantize,
+                "bits-sweep": _cmd_bits_sweep}
     try:
         return commands[args.command](args)
     except (CLIError, DatasetError, DCFormatError, FileNotFoundError, ValueError,

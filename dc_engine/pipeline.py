@@ -1,7 +1,8 @@
 """The compression job, stage by stage, as the paper tells it (Deep Compression Fig. 1).
 
 Stage 1 (Sec. 2): prune -> retrain with masks -> prune harder -> retrain ...  (:func:`prune`)
-Stage 2 (Sec. 3) and stage 3 (Sec. 4) come with the next issues.
+Stage 2 (Sec. 3): share weights by k-means -> fine-tune the centroids          (:func:`quantize`)
+Stage 3 (Sec. 4) comes with the next issue.
 
 Each function reads its input file, runs the stage on the shipped (or given) data, writes its
 output file atomically and returns a JSON-able report. No arithmetic lives here.
@@ -18,6 +19,7 @@ from . import store
 from .config import ConfigError, default_config_path, dump_toml, load_toml
 from .data import load_mnist, train_val_split
 from .prune import PruneConfig, layer_stats, prune_model, sensitivity_scan
+from .quantize import QuantizeConfig, quantize_model
 from .threads import limit_threads
 from .train import evaluate
 from .zoo import RECIPES
@@ -37,16 +39,26 @@ def _recipe(model) -> dict:
                       "the zoo; give every retraining setting in the config's [prune.retrain]")
 
 
-def read_prune_config(config_path, architecture: str) -> tuple[PruneConfig, Path]:
-    """The [prune] table of ``config_path`` (default: the architecture's shipped config)."""
+def _read_stage_config(config_path, architecture: str, stage: str, cls):
+    """The [stage] table of ``config_path`` (default: the architecture's shipped config)."""
     path = Path(config_path) if config_path else default_config_path(architecture)
-    table = load_toml(path).get("prune")
+    table = load_toml(path).get(stage)
     if not isinstance(table, dict):
-        raise ConfigError(f"{path} has no [prune] table")
+        raise ConfigError(f"{path} has no [{stage}] table")
     try:
-        return PruneConfig.from_dict(table), path
+        return cls.from_dict(table), path
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def read_prune_config(config_path, architecture: str) -> tuple[PruneConfig, Path]:
+    """The [prune] table of ``config_path`` (default: the architecture's shipped config)."""
+    return _read_stage_config(config_path, architecture, "prune", PruneConfig)
+
+
+def read_quantize_config(config_path, architecture: str) -> tuple[QuantizeConfig, Path]:
+    """The [quantize] table of ``config_path`` (default: the architecture's shipped config)."""
+    return _read_stage_config(config_path, architecture, "quantize", QuantizeConfig)
 
 
 def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
@@ -93,6 +105,124 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     weight_histograms(before, after, report_dir / f"{stem}.weights.png",
                       f"{model.name}: weights before pruning and kept after retraining")
     return report
+
+
+def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None,
+             threads: int | None = None, progress: bool = True) -> dict:
+    """Stage 2 on a (pruned) model file: k-means weight sharing per layer, then fine-tuning of
+    the shared centroids with the summed gradients (DC Sec. 3).
+
+    Writes ``out_path`` (codebook + index per quantized layer; see docs/FORMAT.md) and, in
+    ``report_dir``, ``<stem>.report.json`` and ``<stem>.codebook.png``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    model = store.load(pruned_path)
+    config, cfg_path = read_quantize_config(config_path, model.name)
+    config.check_model(model)
+    recipe = _recipe(model)
+    ds = load_mnist(data)
+    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, config.val_size,
+                                               config.seed)
+    if len(x_val) == 0:
+        raise ConfigError("quantization reports validation errors: val_size must be > 0")
+    before = {n: model[n].params["W"].copy() for n in config.bits}
+    with limit_threads(threads):
+        test_before = evaluate(model, ds.x_test, ds.y_test)["error"]
+        report = quantize_model(model, config, recipe, x_tr, y_tr, x_val, y_val,
+                                progress=progress, threads=threads)
+        test_after = evaluate(model, ds.x_test, ds.y_test)["error"]
+    report.update({
+        "source": str(pruned_path), "architecture": model.name, "config_file": str(cfg_path),
+        "config": config.to_dict(), "config_toml": dump_toml({"quantize": config.to_dict()}),
+        "test_error_before": test_before, "test_error": test_after,
+        "seconds": time.perf_counter() - t0})
+    meta = dict(getattr(model, "metadata", {}) or {})
+    meta.update({"command": "quantize", "quantize": report, "train_config": recipe})
+    store.save(model, out_path, metadata=meta)
+    report_dir = Path(report_dir) if report_dir else out_path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_path.name.removesuffix(".h5")
+    (report_dir / f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    from .plots import codebook_plot
+    codebook_plot(before, report["codebooks_clustered"],
+                  {l["name"]: l["codebook"] for l in report["layers"]},
+                  report_dir / f"{stem}.codebook.png",
+                  f"{model.name}: weights and shared centroids")
+    return report
+
+
+def quantize_table(report: dict) -> str:
+    """The per-layer quantization report as text."""
+    lines = [f"{'layer':<8} {'bits':>4} {'#weights':>9} {'non-zero':>9} {'distinct':>8} "
+             f"{'largest cluster':>15} {'empty clusters':>14}"]
+    for l in report["layers"]:
+        pops = l["populations"][1:]
+        lines.append(f"{l['name']:<8} {l['bits']:>4} {l['weights']:>9,} {l['nonzero']:>9,} "
+                     f"{l['distinct_nonzero']:>8} {max(pops, default=0):>15,} "
+                     f"{sum(1 for p in pops if p == 0):>14}")
+    lines.append("")
+    lines.append(f"validation error: before {100 * report['val_error_before']:.2f}%  after "
+                 f"clustering {100 * report['val_error_clustered']:.2f}%  after fine-tuning "
+                 f"{100 * report['val_error_finetuned']:.2f}%")
+    lines.append(f"test error: before {100 * report['test_error_before']:.2f}% -> quantized "
+                 f"{100 * report['test_error']:.2f}%   ({report['seconds']:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density", "random"),
+               finetune_epochs: int = 1, config_path=None, data=None,
+               threads: int | None = None) -> dict:
+    """Validation error against bits (every quantized layer at the same width) for each
+    initialisation, after clustering and after ``finetune_epochs`` of centroid fine-tuning
+    (like DC Figs. 7-8). Writes ``bits_sweep.json``, ``.md`` and ``.png`` into ``out_dir``."""
+    base = store.load(pruned_path)
+    config, _ = read_quantize_config(config_path, base.name)
+    recipe = _recipe(base)
+    ds = load_mnist(data)
+    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, config.val_size,
+                                               config.seed)
+    bits = [int(b) for b in bits]
+    out = {"architecture": base.name, "bits": bits, "finetune_epochs": finetune_epochs,
+           "layers": list(config.bits), "clustered": {}, "finetuned": {}}
+    with limit_threads(threads):
+        out["baseline"] = evaluate(base, x_val, y_val)["error"]
+        for init in inits:
+            out["clustered"][init], out["finetuned"][init] = [], []
+            for b in bits:
+                model = store.load(pruned_path)
+                ft = dict(config.finetune, epochs=finetune_epochs)
+                cfg = QuantizeConfig(bits={n: b for n in config.bits}, init=init, finetune=ft,
+                                     lr_scale=config.lr_scale, val_size=config.val_size,
+                                     seed=config.seed)
+                r = quantize_model(model, cfg, recipe, x_tr, y_tr, x_val, y_val,
+                                   progress=False, threads=threads)
+                out["clustered"][init].append(r["val_error_clustered"])
+                out["finetuned"][init].append(r["val_error_finetuned"])
+                log.info("%s %d bits: clustered %.4f fine-tuned %.4f", init, b,
+                         r["val_error_clustered"], r["val_error_finetuned"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bits_sweep.json").write_text(json.dumps(out, indent=1) + "\n")
+    (out_dir / "bits_sweep.md").write_text(bits_table(out))
+    from .plots import bits_plot
+    bits_plot(out, out_dir / "bits_sweep.png")
+    return out
+
+
+def bits_table(sweep: dict) -> str:
+    """Markdown: validation error (%) per init and bits, after clustering / after fine-tuning."""
+    head = "| init | " + " | ".join(f"{b} bits" for b in sweep["bits"]) + " |"
+    rows = [head, "|---" * (len(sweep["bits"]) + 1) + "|"]
+    for init in sweep["clustered"]:
+        cells = [f"{100 * c:.2f} / {100 * f:.2f}"
+                 for c, f in zip(sweep["clustered"][init], sweep["finetuned"][init])]
+        rows.append(f"| {init} | " + " | ".join(cells) + " |")
+    rows.append("")
+    rows.append(f"Validation error (%) after clustering / after {sweep['finetune_epochs']} "
+                f"epoch(s) of centroid fine-tuning, every layer at the same width; pruned model: "
+                f"{100 * sweep['baseline']:.2f}%.")
+    return "\n".join(rows) + "\n"
 
 
 def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 5000,
@@ -157,4 +287,6 @@ def prune_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["prune", "sensitivity", "read_prune_config", "prune_table", "sensitivity_table"]
+__all__ = ["prune", "sensitivity", "quantize", "bits_sweep", "read_prune_config",
+           "read_quantize_config", "prune_table", "sensitivity_table", "quantize_table",
+           "bits_table"]

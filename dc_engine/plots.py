@@ -83,4 +83,64 @@ def weight_histograms(before: dict, after: dict, path, title: str = "") -> Path 
     return Path(path)
 
 
-__all__ = ["sensitivity_plot", "weight_histograms"]
+def codebook_plot(weights: dict, clustered: dict, finetuned: dict, path,
+                  title: str = "") -> Path | None:
+    """Per layer: the distribution of the non-zero weights with the shared centroids after
+    clustering and after fine-tuning (like Deep Compression Fig. 5)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    names = list(weights)
+    fig, axes = plt.subplots(len(names), 1, figsize=(6.4, 2.0 * len(names) + 0.6), dpi=120,
+                             squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        w = np.asarray(weights[name]).ravel()
+        w = w[w != 0]
+        ax.hist(w, bins=120, color="tab:blue", alpha=0.5)
+        top = ax.get_ylim()[1]
+        c0 = np.asarray(clustered[name][1:])
+        c1 = np.asarray(finetuned[name][1:])
+        ax.plot(c0, np.full(c0.shape, 0.55 * top), "g+", ms=6, label="centroids, clustered")
+        ax.plot(c1, np.full(c1.shape, 0.45 * top), "r.", ms=4, label="after fine-tuning")
+        ax.set_title(f"{name} ({len(c0) + 1} codes)", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("weight value")
+    fig.suptitle(title or "Weights and shared centroids")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def bits_plot(sweep: dict, path) -> Path | None:
+    """Validation error against bits for each initialisation (like Deep Compression Fig. 8)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    colors = {"linear": "tab:red", "density": "tab:blue", "random": "tab:green"}
+    for init in sweep["clustered"]:
+        c = colors.get(init)
+        ax.plot(sweep["bits"], 100 * np.asarray(sweep["finetuned"][init]), "o-", color=c,
+                label=f"{init}, fine-tuned")
+        ax.plot(sweep["bits"], 100 * np.asarray(sweep["clustered"][init]), "x--", color=c,
+                alpha=0.6, label=f"{init}, clustered only")
+    ax.axhline(100 * sweep["baseline"], color="grey", ls=":", lw=1, label="pruned model")
+    ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("bits per weight (every layer)")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(f"Error vs bits by centroid initialisation ({sweep.get('architecture', '')})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["sensitivity_plot", "weight_histograms", "codebook_plot", "bits_plot"]

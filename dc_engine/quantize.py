@@ -17,12 +17,15 @@ Pure array functions first, then :class:`WeightShare`, the tie that the optimize
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 import kernels
 
 from .optim import Tie
+from .train import TrainConfig, evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +421,122 @@ def share_layer(layer, bits: int, init: str = "linear", rng: np.random.Generator
     return tie
 
 
+# ---------------------------------------------------------------------------- model level
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Settings of the trained-quantization stage (the ``[quantize]`` table of a config).
+
+    Parameters
+    ----------
+    bits : dict layer name -> int in 1..16. Layers not named keep float weights.
+    init : "linear" (default; DC Sec. 3.2's best), "density" or "random".
+    finetune : dict of TrainConfig fields for fine-tuning the centroids; fields left out come
+        from the model's training recipe, with ``lr`` = recipe lr x ``lr_scale``.
+    lr_scale : float > 0.
+    val_size, seed : the validation split held out of the training images (as ``train``).
+    """
+
+    bits: dict = field(default_factory=dict)
+    init: str = "linear"
+    finetune: dict = field(default_factory=dict)
+    lr_scale: float = 0.01
+    val_size: int = 5000
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.bits, dict) or not self.bits:
+            raise ValueError("bits must be a non-empty table of layer name -> bits")
+        for name, b in self.bits.items():
+            try:
+                _check_bits(b)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"layer {name!r}: {e}") from None
+        _check_method(self.init)
+        if not isinstance(self.finetune, dict):
+            raise ValueError(f"[finetune] must be a table, got {self.finetune!r}")
+        fields_ = set(TrainConfig.__dataclass_fields__)
+        unknown = set(self.finetune) - fields_
+        if unknown:
+            raise ValueError(f"[finetune] has unknown setting(s) {sorted(unknown)}; known: "
+                             f"{sorted(fields_)}")
+        try:
+            TrainConfig(**self.finetune)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"[finetune]: {e}") from None
+        if (isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float))
+                or not (math.isfinite(self.lr_scale) and self.lr_scale > 0)):
+            raise ValueError(f"lr_scale must be a number > 0, got {self.lr_scale!r}")
+        for name in ("val_size", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantizeConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown quantization setting(s) {sorted(unknown)}; known: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check_model(self, model) -> None:
+        """ValueError naming any configured layer the model lacks or that has no weights."""
+        weighted = [l.name for l in model.layers if "W" in l.params]
+        for name in self.bits:
+            if name not in weighted:
+                raise ValueError(f"unknown layer {name!r} in the quantization config; "
+                                 f"{model.name} has weighted layers {weighted}")
+
+    def train_config(self, recipe: dict) -> TrainConfig:
+        base = dict(recipe)
+        base["lr"] = base.get("lr", 0.01) * self.lr_scale
+        base.update(self.finetune)
+        return TrainConfig(**base)
+
+
+def layer_report(layer, tie: WeightShare) -> dict:
+    """Bits, codebook and cluster populations of one shared layer."""
+    counts = np.bincount(tie.idx.ravel(), minlength=len(tie.codebook))
+    return {"name": layer.name, "bits": tie.bits, "weights": int(tie.idx.size),
+            "nonzero": int(np.count_nonzero(tie.idx)),
+            "distinct_nonzero": distinct_nonzero(layer.params["W"]),
+            "codebook": [float(c) for c in tie.codebook],
+            "populations": [int(c) for c in counts]}
+
+
+def quantize_model(model, config: QuantizeConfig, recipe: dict, x_train, y_train, x_val, y_val,
+                   progress: bool = True, threads: int | None = None,
+                   rng: np.random.Generator | None = None) -> dict:
+    """Weight sharing, then centroid fine-tuning through the one training loop, in place
+    (DC Sec. 3). Returns a report: per layer bits, codebooks before and after fine-tuning and
+    cluster populations; validation error before, after clustering and after fine-tuning.
+    """
+    config.check_model(model)
+    train_cfg = config.train_config(recipe)
+    rng = np.random.default_rng(config.seed) if rng is None else rng
+    report = {"val_error_before": evaluate(model, x_val, y_val)["error"],
+              "train_config": train_cfg.to_dict(), "layers": []}
+    ties = {}
+    for name, bits in config.bits.items():
+        ties[name] = share_layer(model[name], bits, config.init, rng)
+    report["codebooks_clustered"] = {n: [float(c) for c in t.codebook] for n, t in ties.items()}
+    report["val_error_clustered"] = evaluate(model, x_val, y_val)["error"]
+    log.info("clustered: val error %.4f", report["val_error_clustered"])
+    hist = fit(model, x_train, y_train, train_cfg, x_val, y_val, progress=progress,
+               threads=threads) if train_cfg.epochs else None
+    report["history"] = hist.epochs if hist else []
+    report["val_error_finetuned"] = evaluate(model, x_val, y_val)["error"]
+    report["layers"] = [layer_report(model[n], t) for n, t in ties.items()]
+    return report
+
+
 __all__ = [
     "init_centroids", "kmeans_1d", "quantize_weights", "dequantize", "centroid_grad",
-    "distinct_nonzero", "index_dtype", "WeightShare", "share_layer",
+    "distinct_nonzero", "index_dtype", "WeightShare", "share_layer", "QuantizeConfig",
+    "layer_report", "quantize_model",
 ]

@@ -5,8 +5,10 @@ The layout, attributes, checksums, versioning policy and errors are specified in
 architecture, the input shape and the training metadata (JSON); one group per layer,
 ``layers/<index>_<name>``, holds the layer's type, name and hyperparameters (JSON) as attributes
 and one contiguous, unfiltered dataset per parameter (``W``, ``b``) and per mask (``mask_W``),
-each with a CRC32 attribute. Strings are fixed-length UTF-8: nothing lives in HDF5's global
-heap, which has no checksum.
+each with a CRC32 attribute. A parameter tied to a :class:`~dc_engine.quantize.WeightShare`
+(stage 2, trained quantization) is stored as its codebook and index (``codebook_W``,
+``index_W``) instead of the float array (version 2; version-1 files still load). Strings are
+fixed-length UTF-8: nothing lives in HDF5's global heap, which has no checksum.
 
 Writes are atomic (temporary file in the target's folder, fsync, ``os.replace``). Reads check
 every attribute, shape and dtype before reading any array, so a crafted file cannot make the
@@ -41,11 +43,18 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "dc-engine"
 #: Root attribute ``kind`` of a dense (uncompressed) model file.
 DENSE_KIND = "dense"
-#: Newest version of the dense kind this module writes and reads.
-DENSE_VERSION = 1
+#: Newest version of the dense kind this module writes and reads (2 = 1 + shared weights).
+DENSE_VERSION = 2
+#: First dense version that may hold shared weights (``codebook_<param>``, ``index_<param>``).
+_SHARED_VERSION = 2
 
 _LIBVER = ("v108", "v108")  # readable by HDF5 >= 1.8; allows attributes larger than 64 KiB
 _MASK_PREFIX = "mask_"
+_CODEBOOK_PREFIX = "codebook_"
+_INDEX_PREFIX = "index_"
+_PREFIXES = (_MASK_PREFIX, _CODEBOOK_PREFIX, _INDEX_PREFIX)  # no parameter name starts so
+_MAX_BITS = 16  # widest index (uint16); equals quantize.MAX_BITS
+_MAX_CODES = 2**_MAX_BITS
 _RESERVED_HP = ("name", "rng", "dtype")  # passed by the loader itself, never from the file
 _NEW_FILE_MODE = 0o644  # mkstemp creates 0600; a new model file gets the usual mode
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -115,15 +124,72 @@ def _is_int(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _le(a: np.ndarray) -> np.ndarray:
+    """``a`` as a contiguous little-endian array (what is written and checksummed)."""
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+
+
+def _is_pow2_codes(m: int) -> bool:
+    """A valid codebook length: ``2**bits`` with bits in 1.._MAX_BITS."""
+    return 2 <= m <= _MAX_CODES and not m & (m - 1)
+
+
+def _plan_share(layer: Layer, pname: str, w: np.ndarray, tie: Any) -> list[tuple]:
+    """The ``codebook_<pname>`` and ``index_<pname>`` arrays of a shared parameter, checked.
+
+    The tie's arrays are public and mutable, so everything the loader checks is checked again
+    here, and the parameter must hold exactly ``codebook[idx]``: the float array is not stored.
+    """
+    from .quantize import index_dtype  # lazy, as in _plan_layer
+
+    where = f"layer {layer.name!r}: shared parameter {pname!r}"
+    codebook, idx = np.asarray(tie.codebook), np.asarray(tie.idx)
+    m = codebook.size
+    if codebook.dtype not in _PARAM_DTYPES or codebook.ndim != 1 or not _is_pow2_codes(m):
+        raise TypeError(f"{where}: codebook must be 1-D float32 or float64 with 2**bits "
+                        f"entries, bits in 1..{_MAX_BITS}; got {codebook.dtype} with shape "
+                        f"{codebook.shape}")
+    if not np.all(np.isfinite(codebook)):
+        raise ValueError(f"{where}: codebook has NaN or inf values: expected finite "
+                         f"centroids. Re-run weight sharing (quantize.share_layer).")
+    if codebook[0] != 0:
+        raise ValueError(f"{where}: codebook[0] must be 0.0 (the pruned weights' slot), got "
+                         f"{codebook[0]}. Re-run weight sharing (quantize.share_layer).")
+    bits = m.bit_length() - 1
+    want = index_dtype(bits)
+    if idx.dtype != want or idx.shape != w.shape:
+        raise TypeError(f"{where}: index must be {want} with shape {w.shape} for a {bits}-bit "
+                        f"codebook, got {idx.dtype} with shape {idx.shape}")
+    if idx.size and int(idx.max()) >= m:
+        raise ValueError(f"{where}: index values must be < {m} (the codebook length), got "
+                         f"{int(idx.max())}")
+    if not np.array_equal(codebook[idx].astype(w.dtype), w):
+        raise ValueError(f"{where}: the parameter differs from codebook[index], and only the "
+                         f"codebook and index are stored. Call "
+                         f"layer.ties[{pname!r}].apply(layer.params[{pname!r}]) after changing "
+                         f"the codebook, or remove the tie to store the float weights.")
+    cb, ix = _le(codebook), _le(idx)
+    return [(_CODEBOOK_PREFIX + pname, cb, _crc32(cb)), (_INDEX_PREFIX + pname, ix, _crc32(ix))]
+
+
 def _plan_layer(layer: Layer) -> dict:
     """Everything one layer group holds, validated and converted (no disk access)."""
+    from .quantize import WeightShare  # lazy: quantize imports the training stack
+
     name = layer.name
     arrays = []
     dtypes = set()
+    shared = {k: t for k, t in layer.ties.items() if isinstance(t, WeightShare)}
+    for pname in shared:
+        if pname not in layer.params:
+            raise ValueError(f"layer {name!r}: weight sharing tie for {pname!r} has no "
+                             f"parameter of that name: expected one of {sorted(layer.params)}")
     for pname, w in layer.params.items():
-        if not isinstance(pname, str) or "/" in pname or pname.startswith(_MASK_PREFIX):
+        if (not isinstance(pname, str) or "/" in pname
+                or any(pname.startswith(p) for p in _PREFIXES)):
             raise ValueError(f"layer {name!r}: parameter name {pname!r} cannot be stored: "
-                             f"expected a str without '/' not starting with {_MASK_PREFIX!r}")
+                             f"expected a str without '/' not starting with any of "
+                             f"{list(_PREFIXES)}")
         w = np.asarray(w)
         if w.dtype not in _PARAM_DTYPES:
             raise TypeError(f"layer {name!r}: parameter {pname!r} must be float32 or float64, "
@@ -135,11 +201,22 @@ def _plan_layer(layer: Layer) -> dict:
                              f"them, and the loader rejects them). Lower the learning rate and "
                              f"retrain, or save an earlier checkpoint.")
         dtypes.add(w.dtype)
-        le = np.ascontiguousarray(w, dtype=w.dtype.newbyteorder("<"))
-        arrays.append((pname, le, _crc32(le)))
+        if pname in shared:
+            arrays.extend(_plan_share(layer, pname, w, shared[pname]))
+        else:
+            le = _le(w)
+            arrays.append((pname, le, _crc32(le)))
     if len(dtypes) > 1:
         raise TypeError(f"layer {name!r}: parameters mix dtypes {sorted(map(str, dtypes))}: "
                         f"expected one dtype per layer. Call layer.astype(dtype) first.")
+    if dtypes and set(layer.params) <= set(shared):
+        # No float array is stored: the codebooks carry the layer dtype, so they must have it.
+        dtype = next(iter(dtypes))
+        other = sorted(k for k, t in shared.items() if np.asarray(t.codebook).dtype != dtype)
+        if other:
+            raise TypeError(f"layer {name!r}: every parameter is shared, so the codebooks must "
+                            f"have the layer dtype {dtype}; the codebooks of {other} do not. "
+                            f"Re-run weight sharing (quantize.share_layer) after astype().")
     for pname, mask in layer.masks.items():
         if pname not in layer.params:
             raise ValueError(f"layer {name!r}: mask for {pname!r} has no parameter of that "
@@ -178,6 +255,12 @@ def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
         if "\x00" in name:  # HDF5 strings end at NUL
             raise ValueError(f"{what} {name!r} cannot be stored: expected no NUL characters. "
                              f"Rename it.")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a bad decode
+            raise ValueError(f"{what} {name!r} cannot be stored: expected text that UTF-8 can "
+                             f"encode, found {exc.reason} at position {exc.start}. "
+                             f"Rename it.") from None
     root = {
         "format": FORMAT_NAME,
         "version": np.int64(DENSE_VERSION),
@@ -242,7 +325,10 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
     ----------
     model : Model
         The model; parameters float32 or float64 (one dtype per layer), all finite. Masks
-        (``layer.masks``) are stored too; ties are not (the dense kind holds weights only).
+        (``layer.masks``) are stored too. A parameter tied to a
+        :class:`~dc_engine.quantize.WeightShare` (``layer.ties[name]``) is stored as its
+        codebook and index instead of the float array, and must equal ``codebook[idx]``; other
+        ties are not stored (their parameter is stored as it is).
     path : str or os.PathLike
         Target file. Its folder must exist. An existing file is replaced only once the new
         one is complete on disk.
@@ -259,10 +345,12 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
     ------
     TypeError
         If ``model`` is not a Model, ``metadata`` is not a dict or holds values JSON cannot
-        represent, or a parameter is not float32/float64.
+        represent, a parameter is not float32/float64, or a shared parameter's codebook or
+        index has the wrong dtype or shape.
     ValueError
-        If a parameter has NaN or inf values, a mask does not match its parameter, or a name
-        contains NUL.
+        If a parameter has NaN or inf values, a mask does not match its parameter, a name
+        contains NUL, or a shared parameter has a non-finite codebook, ``codebook[0] != 0``,
+        an index value out of range, or values other than ``codebook[idx]``.
     FileNotFoundError
         If the target's folder does not exist.
     IsADirectoryError
@@ -508,14 +596,114 @@ _PARAM_SHAPES = {
 
 
 def _check_shapes(expected: dict, stored: dict, hp: dict, path: Path, layer: str) -> None:
+    """``stored`` maps each parameter to its dataset: the float array, or ``index_<param>``."""
     if set(expected) != set(stored):
         _fail(path, "arrays do not match the layer type", f"arrays {sorted(expected)}",
               f"{sorted(stored) or 'none'}", layer)
     for pname, shape in expected.items():
         if tuple(stored[pname].shape) != tuple(shape):
-            _fail(path, f"array {pname!r} has the wrong shape",
+            key = stored[pname].name.rsplit("/", 1)[-1]
+            _fail(path, f"array {key!r} has the wrong shape",
                   f"shape {tuple(shape)} (from hyperparameters {hp})",
                   f"shape {stored[pname].shape}", layer)
+
+
+def _split_members(members: dict[str, h5py.Dataset], version: int, path: Path,
+                   layer: str) -> tuple[dict, dict, dict]:
+    """``(params, shared, masks)`` of a layer group, each keyed by parameter name.
+
+    ``params`` maps a parameter to its float dataset, or, for a shared parameter, to its index
+    dataset (which has the parameter's shape); ``shared`` maps a shared parameter to its
+    ``(codebook, index)`` datasets.
+    """
+    by_prefix: dict[str, dict[str, h5py.Dataset]] = {p: {} for p in _PREFIXES}
+    plain = {}
+    for key, ds in members.items():
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            plain[key] = ds
+        else:
+            by_prefix[prefix][key[len(prefix):]] = ds
+    codebooks, indices = by_prefix[_CODEBOOK_PREFIX], by_prefix[_INDEX_PREFIX]
+    if (codebooks or indices) and version < _SHARED_VERSION:
+        found = sorted(_CODEBOOK_PREFIX + k for k in codebooks)
+        found += sorted(_INDEX_PREFIX + k for k in indices)
+        _fail(path, f"shared-weight arrays in a version-{version} file",
+              f"no codebook_/index_ arrays before version {_SHARED_VERSION}", f"{found}", layer)
+    if set(codebooks) != set(indices):
+        odd = sorted(set(codebooks) ^ set(indices))
+        _fail(path, "incomplete shared weights",
+              "a codebook_<param> and an index_<param> array for each shared parameter",
+              f"only one of the two for {odd}", layer)
+    both = sorted(set(plain) & set(indices))
+    if both:
+        _fail(path, "parameter stored twice",
+              "each parameter either as a float array or as codebook and index",
+              f"both for {both}", layer)
+    params = {**plain, **indices}
+    shared = {k: (codebooks[k], indices[k]) for k in indices}
+    return params, shared, by_prefix[_MASK_PREFIX]
+
+
+def _float_dtype(ds: h5py.Dataset) -> np.dtype:
+    """float32/float64 for a 4/8-byte float dataset (any byte order), else its own dtype."""
+    if ds.dtype.kind == "f" and ds.dtype.itemsize in (4, 8):
+        return np.dtype(f"f{ds.dtype.itemsize}")
+    return ds.dtype
+
+
+def _check_shared(shared: dict, path: Path, layer: str) -> dict[str, tuple]:
+    """Check each shared parameter's codebook and index dtypes and shapes (nothing is read).
+
+    Returns ``{param: (codebook dtype, index dtype)}`` (native byte order).
+    """
+    from .quantize import index_dtype  # lazy, as in _plan_layer
+
+    out = {}
+    for pname, (cb, ix) in shared.items():
+        ckey, ikey = _CODEBOOK_PREFIX + pname, _INDEX_PREFIX + pname
+        m = cb.shape[0] if len(cb.shape) == 1 else 0
+        if len(cb.shape) != 1 or not _is_pow2_codes(m):
+            _fail(path, f"bad codebook {ckey!r}",
+                  f"a 1-D array of 2**bits entries, bits in 1..{_MAX_BITS} (2 to {_MAX_CODES})",
+                  f"shape {cb.shape}", layer)
+        cdtype = _float_dtype(cb)
+        if cdtype not in _PARAM_DTYPES:
+            _fail(path, f"bad codebook {ckey!r}", "float32 or float64", str(cb.dtype), layer)
+        bits = m.bit_length() - 1
+        want = index_dtype(bits)
+        if ix.dtype.kind != "u" or ix.dtype.itemsize != want.itemsize:
+            _fail(path, f"bad index {ikey!r}",
+                  f"{want} for a {bits}-bit codebook of {m} entries", str(ix.dtype), layer)
+        out[pname] = (cdtype, want)
+    return out
+
+
+def _read_shared(layer: Layer, pname: str, datasets: tuple, dtypes: tuple,
+                 path: Path) -> None:
+    """Read, check and attach one shared parameter: ``ties[pname]`` and ``params[pname]``."""
+    from .quantize import WeightShare  # lazy, as in _plan_layer
+
+    ckey, ikey = _CODEBOOK_PREFIX + pname, _INDEX_PREFIX + pname
+    codebook = _read_array(datasets[0], dtypes[0], path, layer.name)
+    if not np.all(np.isfinite(codebook)):
+        _fail(path, f"non-finite values in array {ckey!r}", "finite centroids",
+              f"{int(codebook.size - np.count_nonzero(np.isfinite(codebook)))} NaN or inf "
+              f"value(s)", layer.name)
+    if codebook[0] != 0:
+        _fail(path, f"bad codebook {ckey!r}", "codebook[0] == 0.0 (the pruned weights' slot)",
+              f"codebook[0] = {codebook[0]!r}", layer.name)
+    idx = _read_array(datasets[1], dtypes[1], path, layer.name)
+    if idx.size and int(idx.max()) >= codebook.size:
+        _fail(path, f"bad index {ikey!r}", f"values < {codebook.size} (the codebook length)",
+              f"a maximum of {int(idx.max())}", layer.name)
+    try:
+        tie = WeightShare(codebook, idx)
+    except (TypeError, ValueError) as exc:  # unreachable after the checks above
+        _fail(path, f"bad shared weights {pname!r}", "a valid codebook and index", str(exc),
+              layer.name)
+    layer.set_param(pname, tie.codebook[tie.idx])  # cast to the layer dtype
+    layer.ties[pname] = tie
 
 
 def _read_array(ds: h5py.Dataset, dtype: np.dtype, path: Path, layer: str) -> np.ndarray:
@@ -533,7 +721,7 @@ def _read_array(ds: h5py.Dataset, dtype: np.dtype, path: Path, layer: str) -> np
     return data
 
 
-def _read_layer(group: h5py.Group, name: str, path: Path) -> Layer:
+def _read_layer(group: h5py.Group, name: str, path: Path, version: int) -> Layer:
     type_name = _str_attr(group, "type", path, name)
     cls = LAYER_TYPES.get(type_name)
     if cls is None:
@@ -545,8 +733,8 @@ def _read_layer(group: h5py.Group, name: str, path: Path) -> Layer:
         _fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
               f"keys {reserved}", name)
     members = _datasets(group, path, name)
-    params = {k: v for k, v in members.items() if not k.startswith(_MASK_PREFIX)}
-    masks = {k[len(_MASK_PREFIX):]: v for k, v in members.items() if k.startswith(_MASK_PREFIX)}
+    params, shared, masks = _split_members(members, version, path, name)
+    shared_dtypes = _check_shared(shared, path, name)
 
     shapes_of = _PARAM_SHAPES.get(type_name)
     if shapes_of is not None:
@@ -563,14 +751,25 @@ def _read_layer(group: h5py.Group, name: str, path: Path) -> Layer:
               f"{hp} ({exc})", name)
     _check_shapes({k: w.shape for k, w in layer.params.items()}, params, hp, path, name)
 
-    dtypes = {np.dtype(f"f{ds.dtype.itemsize}") if ds.dtype.kind == "f" else ds.dtype
-              for ds in params.values()}
+    # The layer dtype is that of its float arrays; with every parameter shared, the codebooks'.
+    floats = {k: ds for k, ds in params.items() if k not in shared}
+    if floats:
+        dtypes = {_float_dtype(ds) for ds in floats.values()}
+        found = sorted(str(ds.dtype) for ds in floats.values())
+    else:
+        dtypes = {cdtype for cdtype, _ in shared_dtypes.values()}
+        found = sorted(str(cb.dtype) for cb, _ in shared.values())
     if len(dtypes) > 1 or not dtypes <= set(_PARAM_DTYPES):
-        _fail(path, "bad parameter dtype", "float32 or float64 (one dtype per layer)",
-              f"{sorted(str(ds.dtype) for ds in params.values())}", name)
+        want = ("float32 or float64 (one dtype per layer)" if floats else
+                "float32 or float64 codebooks of one dtype (every parameter is shared, so they "
+                "give the layer dtype)")
+        _fail(path, "bad parameter dtype", want, f"{found}", name)
     if dtypes:
         layer.astype(dtypes.pop())
     for pname in layer.params:
+        if pname in shared:
+            _read_shared(layer, pname, shared[pname], shared_dtypes[pname], path)
+            continue
         w = _read_array(params[pname], layer.dtype, path, name)
         if not np.all(np.isfinite(w)):
             _fail(path, f"non-finite values in array {pname!r}", "finite weights",
@@ -610,8 +809,10 @@ def load(path: PathLike) -> Model:
     -------
     Model
         The model, with each layer's parameters in the stored dtype (float32 or float64) and
-        its masks restored as bool arrays. ``model.metadata`` holds the stored metadata dict.
-        The file is closed.
+        its masks restored as bool arrays. A shared parameter (codebook and index in the file)
+        gets its :class:`~dc_engine.quantize.WeightShare` back as ``layer.ties[name]``, and
+        ``layer.params[name]`` holds ``codebook[idx]`` in the layer dtype. ``model.metadata``
+        holds the stored metadata dict. Version-1 files load as before. The file is closed.
 
     Raises
     ------
@@ -623,7 +824,9 @@ def load(path: PathLike) -> Model:
         If the file is not HDF5 or is truncated, is foreign (``format`` is not
         ``"dc-engine"``), has another kind or a newer version, names an unknown layer type,
         has broken hyperparameters, a missing, extra or wrongly shaped array, a CRC32
-        mismatch, NaN or inf weights, or layers that do not chain.
+        mismatch, NaN or inf weights, a bad codebook or index (length not a power of two,
+        wrong index dtype, ``codebook[0] != 0``, index value out of range), or layers that do
+        not chain.
 
     Notes
     -----
@@ -633,7 +836,7 @@ def load(path: PathLike) -> Model:
     path = _existing_file(path)
     with _reading(path) as f:
         root = _read_root(f, path)
-        layers = [_read_layer(g, name, path) for name, g in _layer_groups(
+        layers = [_read_layer(g, name, path, root["version"]) for name, g in _layer_groups(
             f, root["layer_order"], path)]
     try:
         model = Model(layers, input_shape=root["input_shape"], name=root["architecture"])

@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dc_engine.config import CONFIG_DIR, ConfigError, default_config_path, dump_toml, load_toml
-from dc_engine.pipeline import read_prune_config
+from dc_engine.pipeline import read_prune_config, read_quantize_config
 from dc_engine.prune import LayerPrune, PruneConfig
+from dc_engine.quantize import QuantizeConfig
 from dc_engine.zoo import ARCHITECTURES, RECIPES
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.toml"))
@@ -166,7 +167,7 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     arch = path.stem
     assert arch in ARCHITECTURES, f"{path.name} names no zoo architecture"
     table = load_toml(path)
-    assert set(table) == {"prune"}
+    assert set(table) == {"prune", "quantize"}
     config = PruneConfig.from_dict(table["prune"])
     assert read_prune_config(None, arch) == (config, path)
     model = ARCHITECTURES[arch]()
@@ -175,6 +176,13 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     assert set(config.layers) == {l.name for l in model.layers if "W" in l.params}
     config.train_config(RECIPES[arch])  # the retraining settings form a valid TrainConfig
     assert _round_trip(config) == config
+    qconfig = QuantizeConfig.from_dict(table["quantize"])
+    assert read_quantize_config(None, arch) == (qconfig, path)
+    qconfig.check_model(model)
+    assert set(qconfig.bits) == {l.name for l in model.layers if "W" in l.params}
+    qconfig.train_config(RECIPES[arch])
+    assert QuantizeConfig.from_dict(
+        tomllib.loads(dump_toml({"quantize": qconfig.to_dict()}))["quantize"]) == qconfig
 
 
 def test_default_config_path_of_unknown_architecture_lists_shipped():

@@ -19,9 +19,12 @@ import dc_engine
 from dc_engine import store, zoo
 from dc_engine.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from dc_engine.model import Model
+from dc_engine.optim import SGD, Tie
+from dc_engine.quantize import MAX_BITS, WeightShare, index_dtype, share_layer
 from dc_engine.store import DENSE_VERSION, FORMAT_NAME, DCFormatError, load, read_metadata, save
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "dc_engine"
+MODELS_DIR = PACKAGE_DIR.parent / "data" / "models"
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +66,15 @@ def assert_same_model(a: Model, b: Model, x: np.ndarray) -> None:
         for k in la.masks:
             assert lb.masks[k].dtype == np.bool_
             assert np.array_equal(lb.masks[k], la.masks[k])
+        shared = sorted(k for k, t in la.ties.items() if isinstance(t, WeightShare))
+        assert sorted(lb.ties) == shared
+        for k in shared:
+            ta, tb = la.ties[k], lb.ties[k]
+            assert isinstance(tb, WeightShare) and tb.bits == ta.bits
+            assert tb.codebook.dtype == ta.codebook.dtype and tb.idx.dtype == ta.idx.dtype
+            assert tb.codebook.tobytes() == ta.codebook.tobytes()
+            assert tb.idx.tobytes() == ta.idx.tobytes()
+            assert lb.params[k].tobytes() == la.params[k].tobytes()  # bit-exact, signs of 0
     ya, yb = a.forward(x), b.forward(x)
     assert ya.dtype == yb.dtype
     assert np.array_equal(ya, yb)
@@ -88,11 +100,36 @@ def files_in(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+def prune_and_share(layer, bits: int, keep: float = 1.0, seed: int = 0) -> WeightShare:
+    """Stage 1 then stage 2 on one layer: zero all but ``keep`` of W (with a mask), share W."""
+    if keep < 1.0:
+        mask = np.random.default_rng(seed).random(layer.params["W"].shape) < keep
+        layer.set_param("W", layer.params["W"] * mask)
+        layer.masks["W"] = mask
+    return share_layer(layer, bits)
+
+
+def shared_tiny_model(dtype=np.float32) -> Model:
+    """tiny_model with fc1.W shared at 2 bits (uint8 index) and fc2.W at 9 bits (uint16)."""
+    model = tiny_model(dtype)
+    share_layer(model["fc1"], 2)
+    share_layer(model["fc2"], 9)
+    return model
+
+
 @pytest.fixture
 def saved(tmp_path) -> Path:
     """A small valid model file to corrupt."""
     path = tmp_path / "model.h5"
     save(tiny_model(), path, {"note": "tiny"})
+    return path
+
+
+@pytest.fixture
+def shared_saved(tmp_path) -> Path:
+    """A small valid model file with shared weights (fc1: 4-entry codebook; fc2: 512) to corrupt."""
+    path = tmp_path / "shared.h5"
+    save(shared_tiny_model(), path)
     return path
 
 
@@ -192,6 +229,150 @@ def test_read_metadata(saved):
                                  "arrays": {}}
 
 
+# --------------------------------------------------------------------------------------------
+# Shared weights (stage 2, version 2) and version-1 files
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build, bits", [
+    (zoo.lenet5, {"conv1": 5, "conv2": 9, "ip1": 8, "ip2": 5}),
+    (zoo.lenet_300_100, {"ip1": 8, "ip2": 9, "ip3": 5}),
+])
+def test_shared_zoo_round_trip(tmp_path, build, bits):
+    model = randomize(build(), 11)
+    for name, b in bits.items():
+        prune_and_share(model[name], b, keep=0.1 if name == "ip1" else 1.0)
+    loaded = round_trip(model, tmp_path / "shared.h5", {"stage": 2})
+    for name, b in bits.items():
+        tie = loaded[name].ties["W"]
+        assert tie.bits == b and tie.codebook.shape == (2**b,)
+        assert tie.idx.dtype == index_dtype(b) == (np.uint8 if b <= 8 else np.uint16)
+        assert tie.codebook[0] == 0.0
+        assert np.array_equal(loaded[name].params["W"], tie.codebook[tie.idx])
+        assert "b" not in loaded[name].ties
+    assert sorted(loaded["ip1"].masks) == ["W"]
+    assert loaded.metadata == {"stage": 2}
+    with h5py.File(tmp_path / "shared.h5", "r") as f:
+        assert f.attrs["version"] == DENSE_VERSION == 2
+        g = f["layers"][[k for k in f["layers"] if k.endswith("_ip1")][0]]
+        assert sorted(g) == ["b", "codebook_W", "index_W", "mask_W"]
+        assert sorted(g.attrs) == ["hyperparameters", "name", "type"]  # bits is implicit
+        assert g["codebook_W"].dtype == np.float32 and g["index_W"].dtype == np.uint8
+        for key in ("codebook_W", "index_W"):
+            assert g[key].chunks is None and g[key].compression is None
+            assert g[key].attrs["crc32"].dtype == np.uint32
+        tie = model["ip1"].ties["W"]
+        assert int(g["codebook_W"].attrs["crc32"]) == store._crc32(tie.codebook)
+        assert int(g["index_W"].attrs["crc32"]) == store._crc32(tie.idx)
+    info = read_metadata(tmp_path / "shared.h5")
+    arrays = {layer["name"]: layer["arrays"] for layer in info["layers"]}
+    assert arrays["ip1"]["index_W"]["dtype"] == "uint8"
+    assert "W" not in arrays["ip1"]
+
+
+def test_shared_file_is_smaller(tmp_path):
+    model = randomize(zoo.lenet_300_100(), 1)
+    dense = save(model, tmp_path / "dense.h5").stat().st_size
+    prune_and_share(model["ip1"], 5, keep=0.1)
+    model["ip1"].masks.clear()  # the pruned weights are index 0; a mask would add a byte each
+    shared = save(model, tmp_path / "shared.h5").stat().st_size
+    # A uint8 index instead of float32 weights: 3 bytes less per weight, plus a few headers.
+    assert dense - 3 * 784 * 300 < shared < dense - 3 * 784 * 300 + 2048
+
+
+def test_shared_float64_and_mixed_codebook_dtypes(tmp_path):
+    model = shared_tiny_model(np.float64)
+    assert model["fc1"].ties["W"].codebook.dtype == np.float64
+    # A float32 codebook in a float64 layer (quantize_weights' own output) is stored as float32.
+    layer = model["fc2"]
+    tie = WeightShare(model["fc2"].ties["W"].codebook.astype(np.float32), layer.ties["W"].idx)
+    layer.ties["W"] = tie
+    tie.apply(layer.params["W"])
+    loaded = round_trip(model, tmp_path / "f64.h5")
+    assert loaded["fc2"].dtype == np.float64
+    assert loaded["fc2"].ties["W"].codebook.dtype == np.float32
+    assert loaded["fc1"].ties["W"].codebook.dtype == np.float64
+
+
+def test_all_parameters_shared(tmp_path):
+    model = tiny_model(np.float64)
+    for name in ("W", "b"):
+        share_layer(model["fc1"], 3, name=name)
+    loaded = round_trip(model, tmp_path / "all.h5")
+    assert loaded["fc1"].dtype == np.float64 and sorted(loaded["fc1"].ties) == ["W", "b"]
+    # With no float array left, the codebooks carry the layer dtype: a float32 one cannot.
+    tie = model["fc1"].ties["b"]
+    model["fc1"].ties["b"] = WeightShare(tie.codebook.astype(np.float32), tie.idx)
+    with pytest.raises(TypeError, match=r"'fc1'.*every parameter is shared.*\['b'\]"):
+        save(model, tmp_path / "all.h5")
+
+
+def test_loaded_shared_model_keeps_training(tmp_path):
+    model = load(save(shared_tiny_model(), tmp_path / "m.h5"))
+    rng = np.random.default_rng(5)
+    for layer, name, w in model.parameters():
+        layer.grads[name][...] = rng.standard_normal(w.shape)
+    before = model["fc2"].ties["W"].codebook.copy()
+    SGD().step(model, 0.1)
+    tie = model["fc2"].ties["W"]
+    assert not np.array_equal(tie.codebook, before) and tie.codebook[0] == 0.0
+    assert np.array_equal(model["fc2"].params["W"], tie.codebook[tie.idx])
+    round_trip(model, tmp_path / "again.h5")
+
+
+def test_other_ties_are_not_stored(tmp_path):
+    class Frozen(Tie):
+        pass
+
+    model = tiny_model()
+    model["fc1"].ties["W"] = Frozen()
+    save(model, tmp_path / "m.h5")
+    loaded = load(tmp_path / "m.h5")
+    assert loaded["fc1"].ties == {}
+    assert np.array_equal(loaded["fc1"].params["W"], model["fc1"].params["W"])
+
+
+def test_max_bits_matches_quantize():
+    assert store._MAX_CODES == 2**MAX_BITS
+
+
+@pytest.mark.parametrize("name, arch, n_params", [
+    ("lenet-300-100", "lenet-300-100", 266_610), ("lenet-300-100.pruned", "lenet-300-100", 266_610),
+    ("lenet-5", "lenet-5", 431_080), ("lenet-5.pruned", "lenet-5", 431_080),
+])
+def test_shipped_version_1_models_still_load(name, arch, n_params):
+    path = MODELS_DIR / f"{name}.h5"
+    info = read_metadata(path)
+    assert info["version"] == 1 and info["architecture"] == arch
+    model = load(path)
+    assert model.name == arch and model.num_params() == n_params
+    assert all(not layer.ties for layer in model.layers)
+    with h5py.File(path, "r") as f:  # bit-exact: the parameters are the stored bytes
+        for i, layer in enumerate(model.layers):
+            g = f["layers"][store._group_key(i, len(model.layers), layer.name)]
+            assert sorted(g) == sorted(layer.params)
+            for k, w in layer.params.items():
+                assert w.dtype == g[k].dtype and w.tobytes() == g[k][()].tobytes()
+    x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    assert np.all(np.isfinite(model.forward(x)))
+
+
+def test_version_1_file_loads_unchanged(saved):
+    expected = load(saved)
+    with h5py.File(saved, "r+") as f:
+        f.attrs["version"] = np.int64(1)  # what a version-1 writer wrote for this model
+    assert read_metadata(saved)["version"] == 1
+    assert_same_model(expected, load(saved), np.random.default_rng(0).random((2, 4)))
+
+
+def test_shared_arrays_in_version_1_file_rejected(shared_saved):
+    with h5py.File(shared_saved, "r+") as f:
+        f.attrs["version"] = np.int64(1)
+    with pytest.raises(DCFormatError, match=r"layer 'fc1'.*shared-weight arrays in a "
+                                            r"version-1 file.*'codebook_W', 'index_W'"):
+        load(shared_saved)
+
+
 @st.composite
 def small_models(draw):
     """Valid random stacks: [Conv2D, optional MaxPool2D]* -> Flatten -> Dense*, or Dense only."""
@@ -221,12 +402,16 @@ def small_models(draw):
         if draw(st.booleans()):
             layers.append(ReLU())
         n = out
-    name = draw(st.text(st.characters(exclude_characters="\x00"), max_size=8))
+    name = draw(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8))
     model = Model(layers, input_shape=input_shape, name=name)
     for layer in model.layers:
         if layer.params and draw(st.booleans()):
             layer.masks["W"] = rng.random(layer.params["W"].shape) > 0.3
-    return randomize(model, draw(st.integers(0, 1000)))
+    model = randomize(model, draw(st.integers(0, 1000)))
+    for layer in model.layers:
+        if layer.params and draw(st.booleans()):
+            share_layer(layer, draw(st.integers(1, 9)))
+    return model
 
 
 @settings(max_examples=25,  # deadline and derandomisation come from the "dc" profile
@@ -487,6 +672,108 @@ def test_missing_crc(saved):
         load(saved)
 
 
+def _set_crc(saved: Path, key: str) -> None:
+    """Recompute the CRC32 of dataset ``key`` after an edit (a consistent crafted file)."""
+    with h5py.File(saved, "r+") as f:
+        f[key].attrs["crc32"] = np.uint32(store._crc32(f[key][()]))
+
+
+@pytest.mark.parametrize("key, data, match", [
+    ("00_fc1/index_W", np.full((3, 4), 4, dtype=np.uint8),
+     r"bad index 'index_W'.*values < 4 .*maximum of 4"),
+    ("02_fc2/index_W", np.full((2, 3), 512, dtype=np.uint16), r"bad index.*values < 512"),
+    ("00_fc1/codebook_W", np.array([0.5, 1, 2, 3], dtype=np.float32),
+     r"bad codebook 'codebook_W'.*codebook\[0\] == 0.0.*0\.5"),
+    ("00_fc1/codebook_W", np.array([0, 1, 2], dtype=np.float32),
+     r"bad codebook 'codebook_W'.*2\*\*bits entries.*shape \(3,\)"),
+    ("00_fc1/codebook_W", np.zeros(1, dtype=np.float32), r"bad codebook.*shape \(1,\)"),
+    ("00_fc1/codebook_W", np.zeros((2, 2), dtype=np.float32), r"bad codebook.*shape \(2, 2\)"),
+    ("00_fc1/codebook_W", np.zeros(4, dtype=np.int32), r"bad codebook.*float32 or float64"),
+    ("00_fc1/codebook_W", np.zeros(4, dtype=np.float16), r"bad codebook.*float32 or float64"),
+    ("00_fc1/codebook_W", np.array([0, 1, np.inf, 3], dtype=np.float32),
+     r"non-finite values in array 'codebook_W'"),
+    ("00_fc1/index_W", np.zeros((3, 4), dtype=np.uint16),
+     r"bad index 'index_W'.*uint8 for a 2-bit codebook of 4 entries.*uint16"),
+    ("00_fc1/index_W", np.zeros((3, 4), dtype=np.int8), r"bad index.*uint8.*int8"),
+    ("02_fc2/index_W", np.zeros((2, 3), dtype=np.uint8),
+     r"bad index.*uint16 for a 9-bit codebook.*uint8"),
+    ("00_fc1/index_W", np.zeros((4, 3), dtype=np.uint8), r"array 'index_W' has the wrong shape"),
+])
+def test_bad_shared_weights(shared_saved, key, data, match):
+    _replace(shared_saved, f"layers/{key}", data)
+    with pytest.raises(DCFormatError, match=match) as err:
+        load(shared_saved)
+    layer = key.split("_", 1)[1].split("/")[0]
+    assert f"layer {layer!r}" in str(err.value) and str(shared_saved) in str(err.value)
+
+
+def test_huge_codebook_rejected_before_reading(shared_saved, monkeypatch):
+    _replace(shared_saved, "layers/00_fc1/codebook_W", np.zeros(2**17, dtype=np.float32))
+    monkeypatch.setattr(store, "_read_array", lambda *a: pytest.fail("read an array"))
+    with pytest.raises(DCFormatError, match=r"bad codebook.*2 to 65536.*shape \(131072,\)"):
+        load(shared_saved)
+
+
+def test_absurd_shared_hyperparameters_fail_before_allocation(shared_saved):
+    with h5py.File(shared_saved, "r+") as f:
+        store._set_attr(f["layers/00_fc1"], "hyperparameters",
+                        json.dumps({"in_features": 10**7, "out_features": 10**7}))
+    with pytest.raises(DCFormatError, match="array 'index_W' has the wrong shape"):
+        load(shared_saved)
+
+
+@pytest.mark.parametrize("key", ["00_fc1/index_W", "00_fc1/codebook_W", "02_fc2/index_W",
+                                 "02_fc2/codebook_W"])
+def test_corrupted_shared_bytes(shared_saved, key):
+    with h5py.File(shared_saved, "r+") as f:
+        ds = f[f"layers/{key}"]
+        data = ds[()]
+        data.reshape(-1)[-1] = 1 if data.dtype.kind == "u" else data.reshape(-1)[-1] + 1
+        ds[...] = data
+    layer, array = key.split("_", 1)[1].split("/")
+    with pytest.raises(DCFormatError, match=rf"layer '{layer}'.*CRC32 mismatch in array "
+                                            rf"'{array}' \(corrupt data\)"):
+        load(shared_saved)
+
+
+@pytest.mark.parametrize("drop, add, match", [
+    ("index_W", None, r"incomplete shared weights.*\['W'\]"),
+    ("codebook_W", None, r"incomplete shared weights.*\['W'\]"),
+    (None, "W", r"parameter stored twice.*\['W'\]"),
+    ("index_W", "index_b", "incomplete shared weights"),
+])
+def test_inconsistent_shared_arrays(shared_saved, drop, add, match):
+    with h5py.File(shared_saved, "r+") as f:
+        g = f["layers/00_fc1"]
+        if drop:
+            del g[drop]
+        if add:
+            data = np.zeros((3, 4), dtype=np.float32 if add == "W" else np.uint8)
+            g.create_dataset(add, data=data).attrs["crc32"] = np.uint32(store._crc32(data))
+    with pytest.raises(DCFormatError, match=match):
+        load(shared_saved)
+
+
+def test_damaged_shared_bytes_never_load_silently(tmp_path):
+    model = shared_tiny_model()
+    path = save(model, tmp_path / "m.h5")
+    raw = path.read_bytes()
+    damaged = tmp_path / "damaged.h5"
+    x = np.random.default_rng(4).random((2, 4))
+    failures = 0
+    for i in range(0, len(raw), 23):
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x08
+        damaged.write_bytes(bytes(flipped))
+        try:
+            loaded = load(damaged)
+        except DCFormatError:
+            failures += 1
+            continue
+        assert_same_model(model, loaded, x)
+    assert failures > len(raw) // 23 // 3
+
+
 # --------------------------------------------------------------------------------------------
 # Save: validation and atomicity
 # --------------------------------------------------------------------------------------------
@@ -528,6 +815,57 @@ def test_bad_models_fail_before_disk(tmp_path, monkeypatch):
     model = tiny_model()
     model.layers[1].name = "re\x00lu"
     with pytest.raises(ValueError, match="no NUL characters"):
+        save(model, tmp_path / "m.h5")
+    model.layers[1].name = "relu"
+    model.name = "bad\ud800"  # a lone surrogate: not encodable as UTF-8
+    with pytest.raises(ValueError, match="model.name.*cannot be stored.*surrogate"):
+        save(model, tmp_path / "m.h5")
+    assert files_in(tmp_path) == []
+
+
+def _break_tie(model, what):
+    tie = model["fc1"].ties["W"]
+    if what == "codebook0":
+        tie.codebook[0] = 0.25
+    elif what == "codebook_nan":
+        tie.codebook[2] = np.nan
+        model["fc1"].set_param("W", np.zeros((3, 4)))
+        tie.idx[...] = 0
+    elif what == "index_range":
+        tie.idx[0, 0] = 4
+    elif what == "index_dtype":
+        tie.idx = tie.idx.astype(np.uint16)
+    elif what == "index_shape":
+        tie.idx = tie.idx.T.copy()
+    elif what == "codebook_len":
+        tie.codebook = np.zeros(3, dtype=np.float32)
+    elif what == "stale_param":
+        tie.codebook[1] += 1.0  # trained, but apply() not called
+    elif what == "edited_param":
+        model["fc1"].params["W"][0, 0] += 1.0
+    elif what == "orphan":
+        model["fc1"].ties["V"] = model["fc1"].ties.pop("W")
+    elif what == "param_name":
+        model["fc1"].params["index_W"] = model["fc1"].params["b"]
+
+
+@pytest.mark.parametrize("what, exc, match", [
+    ("codebook0", ValueError, r"'fc1': shared parameter 'W': codebook\[0\] must be 0.0"),
+    ("codebook_nan", ValueError, "codebook has NaN or inf"),
+    ("index_range", ValueError, "index values must be < 4"),
+    ("index_dtype", TypeError, "index must be uint8 with shape"),
+    ("index_shape", TypeError, r"index must be uint8 with shape \(3, 4\)"),
+    ("codebook_len", TypeError, r"2\*\*bits entries.*shape \(3,\)"),
+    ("stale_param", ValueError, r"differs from codebook\[index\].*apply"),
+    ("edited_param", ValueError, r"differs from codebook\[index\]"),
+    ("orphan", ValueError, "tie for 'V' has no parameter"),
+    ("param_name", ValueError, "'index_W' cannot be stored"),
+])
+def test_bad_shared_models_fail_before_disk(tmp_path, monkeypatch, what, exc, match):
+    model = shared_tiny_model()
+    _break_tie(model, what)
+    _no_disk(monkeypatch)
+    with pytest.raises(exc, match=match):
         save(model, tmp_path / "m.h5")
     assert files_in(tmp_path) == []
 
