@@ -183,6 +183,12 @@ def _output_path(path: str, force: bool) -> Path:
     return out
 
 
+def _output_dir(path) -> None:
+    """A folder argument that names an existing file fails before any work is done."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise CLIError(f"{path} exists and is not a folder; pass a folder for the results")
+
+
 def _load_data(path):
     from .data import load_mnist
     return load_mnist(path)
@@ -267,6 +273,7 @@ def _cmd_prune(args) -> int:
     from . import pipeline
 
     out = _output_path(args.out, args.force)
+    _output_dir(args.report_dir)
     report = pipeline.prune(args.model, out, config_path=args.config, data=args.data,
                             report_dir=args.report_dir, threads=args.threads,
                             progress=not args.no_progress)
@@ -279,6 +286,7 @@ def _cmd_quantize(args) -> int:
     from . import pipeline
 
     out = _output_path(args.out, args.force)
+    _output_dir(args.report_dir)
     report = pipeline.quantize(args.model, out, config_path=args.config, data=args.data,
                                report_dir=args.report_dir, threads=args.threads,
                                progress=not args.no_progress)
@@ -292,6 +300,7 @@ def _cmd_bits_sweep(args) -> int:
 
     if args.epochs < 0:
         raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    _output_dir(args.out)
     bad = [b for b in args.bits if not 1 <= b <= 16]
     if bad:
         raise CLIError(f"--bits must lie in 1..16, got {bad}")
@@ -306,6 +315,7 @@ def _cmd_bits_sweep(args) -> int:
 def _cmd_sensitivity(args) -> int:
     from . import pipeline
 
+    _output_dir(args.out)
     scan = pipeline.sensitivity(args.model, args.out, data=args.data, fractions=args.fractions,
                                 val_size=args.val_size, threads=args.threads)
     print(pipeline.sensitivity_table(scan), end="")
@@ -326,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bits-sweep": _cmd_bits_sweep}
     try:
         return commands[args.command](args)
-    except (CLIError, DatasetError, DCFormatError, FileNotFoundError, ValueError,
-            TypeError) as e:
+    except (CLIError, DatasetError, DCFormatError, OSError, ValueError, TypeError) as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -527,8 +527,18 @@ def quantize_model(model, config: QuantizeConfig, recipe: dict, x_train, y_train
     report["codebooks_clustered"] = {n: [float(c) for c in t.codebook] for n, t in ties.items()}
     report["val_error_clustered"] = evaluate(model, x_val, y_val)["error"]
     log.info("clustered: val error %.4f", report["val_error_clustered"])
-    hist = fit(model, x_train, y_train, train_cfg, x_val, y_val, progress=progress,
-               threads=threads) if train_cfg.epochs else None
+    # Weighted layers left float keep their pruned zeros: a pruned file stores no masks (they
+    # are the zeros), so hold them for the fine-tuning and drop them again afterwards.
+    held = [l for l in model.layers
+            if "W" in l.params and l.name not in ties and "W" not in l.masks]
+    for layer in held:
+        layer.masks["W"] = layer.params["W"] != 0
+    try:
+        hist = fit(model, x_train, y_train, train_cfg, x_val, y_val, progress=progress,
+                   threads=threads) if train_cfg.epochs else None
+    finally:
+        for layer in held:
+            del layer.masks["W"]
     report["history"] = hist.epochs if hist else []
     report["val_error_finetuned"] = evaluate(model, x_val, y_val)["error"]
     report["layers"] = [layer_report(model[n], t) for n, t in ties.items()]
