@@ -269,30 +269,26 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _cmd_prune(args) -> int:
-    from . import pipeline
-
+def _run_stage(args, run, table) -> int:
+    """A stage command (prune, quantize): check the outputs, run, print the report table."""
     out = _output_path(args.out, args.force)
     _output_dir(args.report_dir)
-    report = pipeline.prune(args.model, out, config_path=args.config, data=args.data,
-                            report_dir=args.report_dir, threads=args.threads,
-                            progress=not args.no_progress)
-    print(pipeline.prune_table(report), end="")
+    report = run(args.model, out, config_path=args.config, data=args.data,
+                 report_dir=args.report_dir, threads=args.threads,
+                 progress=not args.no_progress)
+    print(table(report), end="")
     print(f"saved {out} ({out.stat().st_size:,} bytes)")
     return 0
+
+
+def _cmd_prune(args) -> int:
+    from . import pipeline
+    return _run_stage(args, pipeline.prune, pipeline.prune_table)
 
 
 def _cmd_quantize(args) -> int:
     from . import pipeline
-
-    out = _output_path(args.out, args.force)
-    _output_dir(args.report_dir)
-    report = pipeline.quantize(args.model, out, config_path=args.config, data=args.data,
-                               report_dir=args.report_dir, threads=args.threads,
-                               progress=not args.no_progress)
-    print(pipeline.quantize_table(report), end="")
-    print(f"saved {out} ({out.stat().st_size:,} bytes)")
-    return 0
+    return _run_stage(args, pipeline.quantize, pipeline.quantize_table)
 
 
 def _cmd_bits_sweep(args) -> int:

@@ -61,6 +61,16 @@ def read_quantize_config(config_path, architecture: str) -> tuple[QuantizeConfig
     return _read_stage_config(config_path, architecture, "quantize", QuantizeConfig)
 
 
+def _write_report(report: dict, out_path: Path, report_dir) -> str:
+    """Write ``<stem>.report.json`` into ``report_dir`` (default: the folder of ``out_path``);
+    returns the path prefix ``<report_dir>/<stem>`` for the stage's figures."""
+    report_dir = Path(report_dir) if report_dir else out_path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    base = report_dir / out_path.name.removesuffix(".h5")
+    Path(f"{base}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return str(base)
+
+
 def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
           threads: int | None = None, progress: bool = True) -> dict:
     """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining.
@@ -96,13 +106,10 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
         layer.masks.clear()
     store.save(model, out_path, metadata={"command": "prune", "prune": report,
                                           "train_config": recipe})
-    report_dir = Path(report_dir) if report_dir else out_path.parent
-    report_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_path.name.removesuffix(".h5")
-    (report_dir / f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    base = _write_report(report, out_path, report_dir)
     from .plots import weight_histograms
     after = {n: model[n].params["W"] for n in before}
-    weight_histograms(before, after, report_dir / f"{stem}.weights.png",
+    weight_histograms(before, after, f"{base}.weights.png",
                       f"{model.name}: weights before pruning and kept after retraining")
     return report
 
@@ -140,14 +147,11 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
     meta = dict(getattr(model, "metadata", {}) or {})
     meta.update({"command": "quantize", "quantize": report, "train_config": recipe})
     store.save(model, out_path, metadata=meta)
-    report_dir = Path(report_dir) if report_dir else out_path.parent
-    report_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_path.name.removesuffix(".h5")
-    (report_dir / f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    base = _write_report(report, out_path, report_dir)
     from .plots import codebook_plot
     codebook_plot(before, report["codebooks_clustered"],
                   {l["name"]: l["codebook"] for l in report["layers"]},
-                  report_dir / f"{stem}.codebook.png",
+                  f"{base}.codebook.png",
                   f"{model.name}: weights and shared centroids")
     return report
 
