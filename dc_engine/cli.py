@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG,
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
-                    "train the paper's LeNets, prune and quantize them, and evaluate models stored in "
-                    "HDF5.",
+                    "train the paper's LeNets, prune and quantize them, and evaluate models "
+                    "stored in HDF5.",
         epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
@@ -228,7 +228,8 @@ def _cmd_train(args) -> int:
         test = evaluate(model, ds.x_test, ds.y_test)
         val = evaluate(model, x_val, y_val) if len(x_val) else None
     meta = {"command": "train", "arch": args.arch, "train_config": config.to_dict(),
-            "val_size": args.val_size, "threads": args.threads, "data": str(args.data or "data/mnist (shipped)"),
+            "val_size": args.val_size, "threads": args.threads,
+            "data": str(args.data or "data/mnist (shipped)"),
             "history": history.epochs, "train_seconds": seconds,
             "val_error": val["error"] if val else None, "test_error": test["error"]}
     store.save(model, out, metadata=meta)

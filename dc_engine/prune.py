@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .layers import Dropout, Layer
-from .train import TrainConfig, evaluate, fit
+from .train import TrainConfig, check_stage_training, evaluate, fit, stage_train_config
 
 log = logging.getLogger(__name__)
 
@@ -195,25 +195,7 @@ class PruneConfig:
                 raise ValueError(f"layer {name!r}: {e}") from None
             layers[name] = spec
         object.__setattr__(self, "layers", layers)
-        if (isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float))
-                or not (math.isfinite(self.lr_scale) and self.lr_scale > 0)):
-            raise ValueError(f"lr_scale must be > 0, got {self.lr_scale}")
-        if not isinstance(self.retrain, dict):
-            raise ValueError(f"[retrain] must be a table of training settings, got "
-                             f"{self.retrain!r}")
-        fields = set(TrainConfig.__dataclass_fields__)
-        unknown = set(self.retrain) - fields
-        if unknown:
-            raise ValueError(f"[retrain] has unknown setting(s) {sorted(unknown)}; "
-                             f"known: {sorted(fields)}")
-        try:
-            TrainConfig(**self.retrain)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"[retrain]: {e}") from None
-        for name in ("val_size", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        check_stage_training(self.retrain, "retrain", self.lr_scale, self.val_size, self.seed)
 
     def check_model(self, model) -> None:
         """Raise ValueError naming any configured layer that the model lacks or cannot prune."""
@@ -229,10 +211,7 @@ class PruneConfig:
 
     def train_config(self, recipe: dict) -> TrainConfig:
         """The retraining TrainConfig of one round: recipe, lr scaled, then [retrain]."""
-        base = dict(recipe)
-        base["lr"] = base.get("lr", 0.01) * self.lr_scale
-        base.update(self.retrain)
-        return TrainConfig(**base)
+        return stage_train_config(recipe, self.lr_scale, self.retrain)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,7 +17,6 @@ Pure array functions first, then :class:`WeightShare`, the tie that the optimize
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 import kernels
 
 from .optim import Tie
-from .train import TrainConfig, evaluate, fit
+from .train import TrainConfig, check_stage_training, evaluate, fit, stage_train_config
 
 log = logging.getLogger(__name__)
 
@@ -454,24 +453,8 @@ class QuantizeConfig:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"layer {name!r}: {e}") from None
         _check_method(self.init)
-        if not isinstance(self.finetune, dict):
-            raise ValueError(f"[finetune] must be a table, got {self.finetune!r}")
-        fields_ = set(TrainConfig.__dataclass_fields__)
-        unknown = set(self.finetune) - fields_
-        if unknown:
-            raise ValueError(f"[finetune] has unknown setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(fields_)}")
-        try:
-            TrainConfig(**self.finetune)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"[finetune]: {e}") from None
-        if (isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float))
-                or not (math.isfinite(self.lr_scale) and self.lr_scale > 0)):
-            raise ValueError(f"lr_scale must be a number > 0, got {self.lr_scale!r}")
-        for name in ("val_size", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        check_stage_training(self.finetune, "finetune", self.lr_scale, self.val_size,
+                             self.seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantizeConfig:
@@ -493,10 +476,7 @@ class QuantizeConfig:
                                  f"{model.name} has weighted layers {weighted}")
 
     def train_config(self, recipe: dict) -> TrainConfig:
-        base = dict(recipe)
-        base["lr"] = base.get("lr", 0.01) * self.lr_scale
-        base.update(self.finetune)
-        return TrainConfig(**base)
+        return stage_train_config(recipe, self.lr_scale, self.finetune)
 
 
 def layer_report(layer, tie: WeightShare) -> dict:

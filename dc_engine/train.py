@@ -76,6 +76,43 @@ class TrainConfig:
         return asdict(self)
 
 
+def check_stage_training(overrides, table: str, lr_scale, val_size, seed) -> None:
+    """Validate the settings every retraining stage shares (pruning's [retrain], quantization's
+    [finetune]): the table of TrainConfig overrides, the lr multiplier, the validation split.
+
+    Raises
+    ------
+    ValueError
+        Naming the table or setting, what was expected and what was found.
+    """
+    if not isinstance(overrides, dict):
+        raise ValueError(f"[{table}] must be a table of training settings, got {overrides!r}")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"[{table}] has unknown setting(s) {sorted(unknown)}; known: "
+                         f"{sorted(known)}")
+    try:
+        TrainConfig(**overrides)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"[{table}]: {e}") from None
+    if (isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float))
+            or not (math.isfinite(lr_scale) and lr_scale > 0)):
+        raise ValueError(f"lr_scale must be a number > 0, got {lr_scale!r}")
+    for name, v in (("val_size", val_size), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+
+
+def stage_train_config(recipe: dict, lr_scale: float, overrides: dict) -> TrainConfig:
+    """A stage's TrainConfig: the model's recipe, its lr times ``lr_scale``, then the stage's
+    overrides."""
+    base = dict(recipe)
+    base["lr"] = base.get("lr", 0.01) * lr_scale
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
 @dataclass
 class History:
     """Per-epoch records of a training run (``epochs``: list of dicts)."""
@@ -213,4 +250,5 @@ def _fit(model, x_train, y_train, config, x_val, y_val, optimizer, progress) -> 
     return history
 
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate"]
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "check_stage_training",
+           "stage_train_config"]

@@ -368,8 +368,8 @@ def test_check_model_names_unknown_layer_and_lists_prunable_ones():
      r"layer 'ip1': quality lists 1 values for 2 rounds"),
     ({"layers": {"ip1": {"kept": []}}}, ValueError, r"layer 'ip1': an empty list"),
     ({"rounds": 2, "layers": {"ip1": {"kept": [0.5, 2.0]}}}, ValueError, r"got 2.0"),
-    ({"lr_scale": 0.0}, ValueError, r"lr_scale must be > 0"),
-    ({"lr_scale": math.inf}, ValueError, r"lr_scale must be > 0"),
+    ({"lr_scale": 0.0}, ValueError, r"lr_scale must be a number > 0"),
+    ({"lr_scale": math.inf}, ValueError, r"lr_scale must be a number > 0"),
     ({"val_size": -1}, ValueError, r"val_size must be an integer >= 0"),
 ])
 def test_bad_prune_config_gives_clear_error(d, error, message):
