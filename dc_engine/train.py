@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -154,7 +155,6 @@ def _progress(total: int, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # tqdm is a declared dependency; degrade quietly if absent
         return None
-    import sys
     tty = sys.stderr.isatty()
     # On a terminal: a live bar. In a log file: one line every 30 s, not thousands.
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
