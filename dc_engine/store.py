@@ -30,6 +30,7 @@ from typing import Any, NoReturn, Union
 import h5py
 import numpy as np
 
+from .errors import DCFormatError
 from .layers import LAYER_TYPES, Layer
 from .model import Model
 
@@ -63,14 +64,6 @@ _FIX = ("Pass a model file written by dc_engine.store.save, or re-create it "
 _UPGRADE = "Upgrade dc-engine (pip install -U dc-engine) to read it."
 _CORRUPT = ("The file is damaged (interrupted copy, disk error or edit): restore it from a "
             "good copy or re-create it (e.g. re-run `dc-engine train`).")
-
-
-class DCFormatError(ValueError):
-    """A model file is foreign, truncated, corrupt or of an unsupported version.
-
-    The message names the file (and the layer and array when relevant) and says what was
-    expected, what was found, and how to fix it.
-    """
 
 
 def _fail(path: Path, problem: str, expected: str, found: str, layer: str | None = None,
