@@ -103,3 +103,73 @@ def segment_sum(values, labels, sums, counts):
     k = sums.shape[0]
     sums[...] = np.bincount(labels, weights=values, minlength=k)
     counts[...] = np.bincount(labels, minlength=k)
+
+
+def pack_bits(values, width, out):
+    bits = (values.astype(np.int64)[:, None] >> np.arange(width)) & 1  # LSB of each value first
+    out[:] = np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little")
+
+
+def unpack_bits(data, width, n, out):
+    nbytes = -(-n * width // 8)
+    bits = np.unpackbits(data[:nbytes], bitorder="little")[:n * width].reshape(n, width)
+    out[:] = (bits.astype(np.int64) << np.arange(width)).sum(axis=1)
+
+
+def _relative_entries(codes, index_bits):
+    span = 2**index_bits
+    entries = []
+    prev = -1
+    for pos in np.flatnonzero(codes):
+        while pos - prev - 1 >= span:  # too many zeros for one gap field: a filler
+            entries.append((span - 1, 0))
+            prev += span
+        entries.append((pos - prev - 1, codes[pos]))
+        prev = pos
+    return entries
+
+
+def count_entries(codes, index_bits):
+    return len(_relative_entries(codes, index_bits))
+
+
+def encode_relative(codes, index_bits, gaps, out_codes):
+    entries = _relative_entries(codes, index_bits)
+    gaps[:] = [g for g, _ in entries]
+    out_codes[:] = [c for _, c in entries]
+
+
+def decode_relative(gaps, codes, n, out):
+    out[:] = 0
+    out[np.cumsum(gaps.astype(np.int64) + 1) - 1] = codes
+
+
+def huffman_encode(symbols, codes, lengths, out):
+    # One string of '0'/'1' characters, each code MSB first, then cut into MSB-first bytes.
+    bits = "".join(format(int(codes[s]), "b").zfill(int(lengths[s])) if lengths[s] else ""
+                   for s in symbols)
+    for k in range(0, len(bits), 8):
+        out[k // 8] = int(bits[k:k + 8].ljust(8, "0"), 2)
+    return len(bits)
+
+
+def huffman_decode(data, n_bits, n, table_sym, table_len, max_len, out):
+    # A dict from code string to symbol, read back from the table; then decode bit by bit.
+    code_to_sym = {}
+    for w in range(1 << max_len):
+        ln = int(table_len[w])
+        if ln:
+            code_to_sym[format(w >> (max_len - ln), "b").zfill(ln)] = int(table_sym[w])
+    bits = "".join(format(int(byte), "08b") for byte in data)[:n_bits]
+    pos = 0
+    for i in range(n):
+        prefix = ""
+        while prefix not in code_to_sym:
+            if len(prefix) == max_len:
+                return -2  # invalid code
+            if pos == len(bits):
+                return -1  # exhausted
+            prefix += bits[pos]
+            pos += 1
+        out[i] = code_to_sym[prefix]
+    return 0 if pos == len(bits) else -3  # -3: bits left over
