@@ -31,6 +31,22 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
                         "spinning BLAS threads can make 2 threads many times slower than 1")
 
 
+def _add_stage_parser(sub, name: str, summary: str, description: str, model: tuple[str, str],
+                      out_meta: str) -> None:
+    """A compression-stage command: MODEL --out FILE [--config --report-dir --force ...]."""
+    p = sub.add_parser(name, help=summary, description=description)
+    p.add_argument("model", metavar=model[0], help=model[1])
+    p.add_argument("--out", required=True, metavar=out_meta, help="where to save it")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help=f"settings ([{name}] table); default: the architecture's shipped config")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the JSON report and the PNG go (default: the folder of --out)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+    _add_data(p)
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .zoo import ARCHITECTURES, RECIPES
@@ -92,46 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     _add_threads(ep)
     _add_data(ep)
 
-    pp = sub.add_parser(
-        "prune", help="stage 1: magnitude pruning with masked retraining",
-        description="Prune a dense model by weight magnitude, layer by layer, and retrain it "
-                    "with the pruned connections held at exactly zero, over one or more rounds "
-                    "(Han et al. 2015; Deep Compression Sec. 2). Settings come from the [prune] "
-                    "table of a TOML config (default: the shipped one for the model's "
-                    "architecture, dc_engine/configs/ARCH.toml). Writes the pruned model (an "
-                    "ordinary model file whose pruned weights are 0.0, with the settings and "
-                    "report in its metadata), STEM.report.json and STEM.weights.png.")
-    pp.add_argument("model", metavar="DENSE.h5", help="the dense model to prune")
-    pp.add_argument("--out", required=True, metavar="PRUNED.h5", help="where to save it")
-    pp.add_argument("--config", metavar="FILE.toml",
-                    help="settings ([prune] table); default: the architecture's shipped config")
-    pp.add_argument("--report-dir", metavar="DIR",
-                    help="where the JSON report and the PNG go (default: the folder of --out)")
-    pp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_threads(pp)
-    _add_data(pp)
-
-    qp = sub.add_parser(
-        "quantize", help="stage 2: k-means weight sharing and centroid fine-tuning",
-        description="Cluster each layer's non-zero weights by 1-D k-means into a codebook "
-                    "(slot 0 is 0.0 for pruned weights), replace every weight by its centroid, "
-                    "and fine-tune the centroids with the summed gradients of their weights "
-                    "(Deep Compression Sec. 3). Settings come from the [quantize] table of a "
-                    "TOML config (default: the architecture's shipped config). Writes the "
-                    "quantized model (codebook + index per layer), STEM.report.json and "
-                    "STEM.codebook.png.")
-    qp.add_argument("model", metavar="PRUNED.h5", help="the (pruned) model to quantize")
-    qp.add_argument("--out", required=True, metavar="QUANTIZED.h5", help="where to save it")
-    qp.add_argument("--config", metavar="FILE.toml",
-                    help="settings ([quantize] table); default: the architecture's shipped "
-                         "config")
-    qp.add_argument("--report-dir", metavar="DIR",
-                    help="where the JSON report and the PNG go (default: the folder of --out)")
-    qp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    qp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_threads(qp)
-    _add_data(qp)
+    _add_stage_parser(
+        sub, "prune", "stage 1: magnitude pruning with masked retraining",
+        "Prune a dense model by weight magnitude, layer by layer, and retrain it with the pruned "
+        "connections held at exactly zero, over one or more rounds (Han et al. 2015; Deep "
+        "Compression Sec. 2). Settings come from the [prune] table of a TOML config (default: "
+        "the shipped one for the model's architecture, dc_engine/configs/ARCH.toml). Writes the "
+        "pruned model (an ordinary model file whose pruned weights are 0.0, with the settings "
+        "and report in its metadata), STEM.report.json and STEM.weights.png.",
+        ("DENSE.h5", "the dense model to prune"), "PRUNED.h5")
+    _add_stage_parser(
+        sub, "quantize", "stage 2: k-means weight sharing and centroid fine-tuning",
+        "Cluster each layer's non-zero weights by 1-D k-means into a codebook (slot 0 is 0.0 for "
+        "pruned weights), replace every weight by its centroid, and fine-tune the centroids with "
+        "the summed gradients of their weights (Deep Compression Sec. 3). Settings come from the "
+        "[quantize] table of a TOML config (default: the architecture's shipped config). Writes "
+        "the quantized model (codebook + index per layer), STEM.report.json and "
+        "STEM.codebook.png.",
+        ("PRUNED.h5", "the (pruned) model to quantize"), "QUANTIZED.h5")
 
     bp = sub.add_parser(
         "bits-sweep", help="error vs bits for the three centroid initialisations",
