@@ -71,6 +71,15 @@ def _write_report(report: dict, out_path: Path, report_dir) -> str:
     return str(base)
 
 
+def _write_study(out_dir, name: str, result: dict, table, plot) -> None:
+    """Write ``name``.json, .md (``table(result)``) and .png (``plot``) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(table(result))
+    plot(result, out_dir / f"{name}.png")
+
+
 def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
           threads: int | None = None, progress: bool = True) -> dict:
     """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining.
@@ -205,12 +214,8 @@ def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density
                 out["finetuned"][init].append(r["val_error_finetuned"])
                 log.info("%s %d bits: clustered %.4f fine-tuned %.4f", init, b,
                          r["val_error_clustered"], r["val_error_finetuned"])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bits_sweep.json").write_text(json.dumps(out, indent=1) + "\n")
-    (out_dir / "bits_sweep.md").write_text(bits_table(out))
     from .plots import bits_plot
-    bits_plot(out, out_dir / "bits_sweep.png")
+    _write_study(out_dir, "bits_sweep", out, bits_table, bits_plot)
     return out
 
 
@@ -243,12 +248,8 @@ def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 
         scan = sensitivity_scan(model, x_val, y_val, **kw)
     scan["architecture"] = model.name
     scan["layers"] = layer_stats(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sensitivity.json").write_text(json.dumps(scan, indent=1) + "\n")
-    (out_dir / "sensitivity.md").write_text(sensitivity_table(scan))
     from .plots import sensitivity_plot
-    sensitivity_plot(scan, out_dir / "sensitivity.png")
+    _write_study(out_dir, "sensitivity", scan, sensitivity_table, sensitivity_plot)
     return scan
 
 

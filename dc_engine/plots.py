@@ -27,6 +27,18 @@ def _pyplot():
     return plt
 
 
+def _layer_axes(plt, n: int):
+    """A figure with one full-width panel per layer; axes of shape (n, 1)."""
+    return plt.subplots(n, 1, figsize=(6.4, 2.0 * n + 0.6), dpi=120, squeeze=False)
+
+
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def sensitivity_plot(scan: dict, path) -> Path | None:
     """Validation error against kept-fraction, one line per layer (LWC Fig. 6)."""
     plt = _pyplot()
@@ -48,10 +60,7 @@ def sensitivity_plot(scan: dict, path) -> Path | None:
     ax.set_title(f"Pruning sensitivity, no retraining ({scan.get('architecture', '')})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def weight_histograms(before: dict, after: dict, path, title: str = "") -> Path | None:
@@ -61,8 +70,7 @@ def weight_histograms(before: dict, after: dict, path, title: str = "") -> Path 
     if plt is None:
         return None
     names = list(before)
-    fig, axes = plt.subplots(len(names), 1, figsize=(6.4, 2.0 * len(names) + 0.6), dpi=120,
-                             squeeze=False)
+    fig, axes = _layer_axes(plt, len(names))
     for ax, name in zip(axes[:, 0], names):
         w0 = np.asarray(before[name]).ravel()
         w1 = np.asarray(after[name]).ravel()
@@ -77,10 +85,7 @@ def weight_histograms(before: dict, after: dict, path, title: str = "") -> Path 
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("weight value")
     fig.suptitle(title or "Weight distribution before and after pruning")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def codebook_plot(weights: dict, clustered: dict, finetuned: dict, path,
@@ -91,8 +96,7 @@ def codebook_plot(weights: dict, clustered: dict, finetuned: dict, path,
     if plt is None:
         return None
     names = list(weights)
-    fig, axes = plt.subplots(len(names), 1, figsize=(6.4, 2.0 * len(names) + 0.6), dpi=120,
-                             squeeze=False)
+    fig, axes = _layer_axes(plt, len(names))
     for ax, name in zip(axes[:, 0], names):
         w = np.asarray(weights[name]).ravel()
         w = w[w != 0]
@@ -106,10 +110,7 @@ def codebook_plot(weights: dict, clustered: dict, finetuned: dict, path,
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("weight value")
     fig.suptitle(title or "Weights and shared centroids")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def bits_plot(sweep: dict, path) -> Path | None:
@@ -137,10 +138,7 @@ def bits_plot(sweep: dict, path) -> Path | None:
     ax.set_title(f"Error vs bits by centroid initialisation ({sweep.get('architecture', '')})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 __all__ = ["sensitivity_plot", "weight_histograms", "codebook_plot", "bits_plot"]
