@@ -60,7 +60,7 @@ import numpy as np
 
 from . import huffman
 from .errors import DCFormatError
-from .quantize import index_dtype
+from .codebook import index_dtype
 from .sparse_format import decode_sparse, encode_sparse, pack, unpack
 
 MAGIC = b"DCL"
