@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG,
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
-                    "train the paper's LeNets, prune and quantize them, and evaluate models "
-                    "stored in HDF5.",
+                    "train the paper's LeNets, prune, quantize and Huffman-encode them into "
+                    "small HDF5 files (compress does all three), inspect and evaluate them.",
         epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
@@ -99,10 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     ep = sub.add_parser(
         "eval", help="test error of a saved model",
         description="Evaluate a saved model on the test images of the dataset.")
-    ep.add_argument("model", metavar="FILE.h5", help="a model saved by dc-engine")
+    ep.add_argument("model", metavar="FILE.h5",
+                    help="a model saved by dc-engine: dense (.h5) or compressed (.dc.h5)")
     ep.add_argument("--json", action="store_true",
-                    help='print one JSON line: {"error", "accuracy", "n", "params", "bytes"} '
-                         "(error and accuracy as fractions; bytes = 4 * params, the float32 size)")
+                    help='print one JSON line: {"error", "accuracy", "n", "params", "bytes", '
+                         '"compressed"} (error and accuracy as fractions; bytes = the file size '
+                         "of a compressed model, else 4 * params, the float32 size)")
     ep.add_argument("--batch-size", type=int, default=1000,
                     help="images per forward pass (default 1000)")
     _add_threads(ep)
@@ -126,6 +128,63 @@ def _parser() -> argparse.ArgumentParser:
         "the quantized model (codebook + index per layer), STEM.report.json and "
         "STEM.codebook.png.",
         ("PRUNED.h5", "the (pruned) model to quantize"), "QUANTIZED.h5")
+
+    cp = sub.add_parser(
+        "compress", help="the whole job: prune, quantize, Huffman-encode into MODEL.dc.h5",
+        description="Run the three stages of Deep Compression on a dense model: magnitude "
+                    "pruning with masked retraining ([prune]), k-means weight sharing with "
+                    "centroid fine-tuning ([quantize]) and Huffman coding of the weight codes "
+                    "and relative indices ([encode]), with settings from one TOML config "
+                    "(default: the architecture's shipped config). Prints each stage's table, "
+                    "the paper-style size table and the test error of the compressed file; "
+                    "writes STEM.report.json, STEM.sizes.json/.png and the stages' figures.")
+    cp.add_argument("model", metavar="DENSE.h5", help="the dense model to compress")
+    cp.add_argument("--out", required=True, metavar="MODEL.dc.h5", help="the compressed file")
+    cp.add_argument("--config", metavar="FILE.toml",
+                    help="settings ([prune], [quantize], [encode] tables); default: the "
+                         "architecture's shipped config")
+    cp.add_argument("--report-dir", metavar="DIR",
+                    help="where reports and figures go (default: the folder of --out)")
+    cp.add_argument("--keep", action="store_true",
+                    help="keep the intermediate models beside --out (STEM.pruned.h5, "
+                         "STEM.quantized.h5)")
+    cp.add_argument("--json", action="store_true",
+                    help="print the whole report as JSON instead of the tables")
+    cp.add_argument("--force", action="store_true",
+                    help="overwrite --out (and, with --keep, the intermediates) if they exist")
+    cp.add_argument("--no-progress", action="store_true", help="no progress output")
+    _add_threads(cp)
+    _add_data(cp)
+
+    encp = sub.add_parser(
+        "encode", help="stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
+        description="Encode every layer of a quantized model (dc-engine quantize) as relative "
+                    "indices and codebook codes, Huffman-code both streams (Deep Compression "
+                    "Sec. 4) and write the compressed HDF5 file (docs/FORMAT.md); the file is "
+                    "read back and checked to decode to the quantized weights bit for bit. "
+                    "Settings: the [encode] table of the config (index_bits, default 5, or "
+                    "\"auto\"). Prints the size table; writes STEM.sizes.json and .png.")
+    encp.add_argument("model", metavar="QUANTIZED.h5", help="the quantized model")
+    encp.add_argument("--out", required=True, metavar="MODEL.dc.h5", help="the compressed file")
+    encp.add_argument("--config", metavar="FILE.toml",
+                      help="settings ([encode] table); default: the architecture's shipped "
+                           "config")
+    encp.add_argument("--report-dir", metavar="DIR",
+                      help="where the JSON report and the PNG go (default: the folder of --out)")
+    encp.add_argument("--json", action="store_true", help="print the size report as JSON")
+    encp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+    ip = sub.add_parser(
+        "inspect", help="the size table of a compressed file, from the file alone",
+        description="Print the paper-style per-layer table (weights, kept, weight and index "
+                    "bits before and after Huffman coding, compress rates) and the size after "
+                    "each stage of a compressed model file, read from the file alone.")
+    ip.add_argument("model", metavar="MODEL.dc.h5", help="a compressed model file")
+    ip.add_argument("--json", action="store_true",
+                    help="print JSON: per layer {name, shape, nnz, kept, weight_bits, "
+                         "index_bits, coded_weight_bits, coded_index_bits, bytes, ...} and "
+                         "totals {original_bytes, compressed_bytes, file_bytes, ratio_file, "
+                         "ratio_payload, ...}")
 
     bp = sub.add_parser(
         "bits-sweep", help="error vs bits for the three centroid initialisations",
@@ -252,13 +311,19 @@ def _cmd_eval(args) -> int:
     with limit_threads(args.threads):
         res = evaluate(model, ds.x_test, ds.y_test, batch_size=args.batch_size)
     params = model.num_params()
+    compressed = getattr(model, "file_bytes", None) is not None
+    nbytes = Path(args.model).stat().st_size if compressed else 4 * params
     out = {"error": res["error"], "accuracy": res["accuracy"], "n": res["n"], "params": params,
-           "bytes": 4 * params}
+           "bytes": nbytes, "compressed": compressed}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{args.model}: {model.name}, {params:,} parameters ({4 * params:,} bytes as "
-              f"float32)")
+        if compressed:
+            print(f"{args.model}: {model.name}, compressed: {params:,} parameters in "
+                  f"{nbytes:,} bytes on disk ({4 * params / nbytes:.1f}x smaller than float32)")
+        else:
+            print(f"{args.model}: {model.name}, {params:,} parameters ({4 * params:,} bytes as "
+                  f"float32)")
         print(f"test error {100 * res['error']:.2f}% (accuracy {100 * res['accuracy']:.2f}%) on "
               f"{res['n']:,} images")
     return 0
@@ -303,6 +368,58 @@ def _cmd_bits_sweep(args) -> int:
     return 0
 
 
+def _cmd_compress(args) -> int:
+    from . import pipeline
+
+    out = _output_path(args.out, args.force)
+    _output_dir(args.report_dir)
+    if args.keep and not args.force:
+        for suffix in (".pruned.h5", ".quantized.h5"):
+            _output_path(str(out.parent / (pipeline._stem(out) + suffix)), False)
+    report = pipeline.compress(args.model, out, config_path=args.config, data=args.data,
+                               report_dir=args.report_dir, threads=args.threads,
+                               progress=not args.no_progress, keep=args.keep)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(pipeline.compress_table(report), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    from . import pipeline
+    from .compress import size_table
+
+    out = _output_path(args.out, args.force)
+    _output_dir(args.report_dir)
+    report = pipeline.encode(args.model, out, config_path=args.config,
+                             report_dir=args.report_dir)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(size_table(report), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from . import pipeline
+    from .compress import size_table
+
+    report = pipeline.inspect(args.model)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    t = report["totals"]
+    print(f"{args.model}: {report['architecture']}, compressed format version "
+          f"{report['version']}, input shape {tuple(report['input_shape'])}")
+    print(size_table(report), end="")
+    print(f"file: {t['file_bytes']:,} bytes on disk = {t['ratio_file']:.1f}x smaller than "
+          f"{t['original_bytes']:,} bytes of float32 parameters")
+    return 0
+
+
 def _cmd_sensitivity(args) -> int:
     from . import pipeline
 
@@ -324,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
                 "sensitivity": _cmd_sensitivity, "quantize": _cmd_quantize,
-                "bits-sweep": _cmd_bits_sweep}
+                "bits-sweep": _cmd_bits_sweep, "compress": _cmd_compress,
+                "encode": _cmd_encode, "inspect": _cmd_inspect}
     try:
         return commands[args.command](args)
     except (CLIError, DatasetError, DCFormatError, OSError, ValueError, TypeError) as e:

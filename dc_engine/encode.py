@@ -34,15 +34,20 @@ H           2**wb / 2                   code-length table: ``2**wb`` Huffman len
                                         with :func:`~dc_engine.sparse_format.pack` (LSB
                                         first: symbol 0 is the low nibble of the first byte)
 ...         2**ib / 2                   gap-length table, the same for the ``2**ib`` gaps
-...         4 * (2**wb - 1)             codebook entries 1..2**wb-1, float32 (entry 0 is
-                                        implied +0.0, the pruned weight)
+...         4 * n_used                  codebook values of the USED slots: float32, one per
+                                        slot ``s`` in 1..2**wb-1 whose code length is
+                                        non-zero, in increasing ``s`` (slot 0 is implied
+                                        +0.0, the pruned weight; an unused slot stores
+                                        nothing and decodes as +0.0)
 ...         4 * n_bias                  bias, float32
 ...         ceil(code_nbits / 8)        code stream: ``n_entries`` canonical Huffman codes
 ...         ceil(gap_nbits / 8)         gap stream: ``n_entries`` canonical Huffman codes
 end - 4     4                           CRC-32 (``zlib.crc32``) of every byte before it
 ==========  ==========================  ====================================================
 
-``H = 27 + 4 * ndim``. With ``wb = 1`` (or ``ib = 1``) the table is 2 lengths in one byte.
+``H = 27 + 4 * ndim``. ``n_used`` is the number of non-zero lengths among symbols
+1..2**wb-1 of the code-length table (a slot no weight uses costs nothing: with 8-bit conv
+layers, most of the 255 centroids can be unused). With ``wb = 1`` (or ``ib = 1``) the table is 2 lengths in one byte.
 Huffman bit order (:mod:`dc_engine.huffman`): MSB first, each code MSB first, zero padding;
 canonical codes are assigned in (length, symbol) order, so the length tables define them.
 Decoding: Huffman-decode ``n_entries`` codes and ``n_entries`` gaps, then positions are
@@ -89,14 +94,14 @@ def _nbytes(nbits: int) -> int:
     return -(-nbits // 8)
 
 
-def _parts(wb: int, ib: int, ndim: int, n_bias: int, code_nbits: int,
+def _parts(wb: int, ib: int, ndim: int, n_used: int, n_bias: int, code_nbits: int,
            gap_nbits: int) -> dict[str, int]:
     """Byte count of each part of a payload (ordered as in the layout)."""
     return {
         "header": header_size(ndim),
         "code_table": (2**wb * 4) // 8,
         "gap_table": (2**ib * 4) // 8,
-        "codebook": 4 * (2**wb - 1),
+        "codebook": 4 * n_used,
         "bias": 4 * n_bias,
         "code_stream": _nbytes(code_nbits),
         "gap_stream": _nbytes(gap_nbits),
@@ -128,7 +133,7 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, max_len: int = M
     idx : ndarray, 1..4 dims (the weight's shape), uint8 or uint16. Per-weight codebook slots,
         each in [0, 2**weight_bits); 0 = pruned.
     codebook : ndarray, shape (2**weight_bits,), float32, weight_bits in 1..16, finite,
-        ``codebook[0] == 0.0``.
+        ``codebook[0] == 0.0``. Only the slots that ``idx`` uses are stored.
     bias : ndarray, shape (n,), float32, finite; or None (stored as ``n_bias = 0``).
     index_bits : int, 1..16. Width of the relative-index gap field (DC: 5 for the LeNets).
     max_len : int, 1..15. Longest Huffman code.
@@ -137,7 +142,8 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, max_len: int = M
     Returns
     -------
     bytes. The payload; ``decode_layer(payload)`` gives the inputs back exactly (``idx`` as
-    ``index_dtype(weight_bits)``, ``codebook[0]`` as +0.0).
+    ``index_dtype(weight_bits)``, ``codebook[0]`` and every slot ``idx`` does not use as +0.0),
+    so ``codebook[idx]`` is reproduced bit for bit.
 
     Raises
     ------
@@ -196,7 +202,7 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, max_len: int = M
         header,
         pack(code_lengths, 4).tobytes(),
         pack(gap_lengths, 4).tobytes(),
-        codebook[1:].astype("<f4").tobytes(),
+        codebook[1:][code_lengths[1:] > 0].astype("<f4").tobytes(),
         bias.astype("<f4").tobytes(),
         code_data.tobytes(),
         gap_data.tobytes(),
@@ -255,15 +261,21 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
                             f"shape {shape}")
     if nnz > n_entries:
         raise DCFormatError(f"{pre} nnz={nnz} exceeds n_entries={n_entries}")
-    parts = _parts(wb, ib, ndim, n_bias, code_nbits, gap_nbits)
+    table_end = header_size(ndim) + (2**wb * 4) // 8
+    if size < table_end + _CRC.size:
+        raise DCFormatError(f"{pre} payload truncated: {size} bytes cannot hold the header and "
+                            f"the {2**wb}-symbol code-length table")
+    code_lengths = unpack(buf[header_size(ndim):table_end], 4, 2**wb)
+    n_used = int(np.count_nonzero(code_lengths[1:]))
+    parts = _parts(wb, ib, ndim, n_used, n_bias, code_nbits, gap_nbits)
     expected = sum(parts.values())
     if expected != size:
         raise DCFormatError(f"{pre} payload length mismatch: the header declares "
                             f"{expected} bytes, got {size}; the counts are corrupt")
     fields = dict(weight_bits=wb, index_bits=ib, ndim=ndim, shape=shape,
                   n_entries=n_entries, nnz=nnz, n_bias=n_bias, code_nbits=code_nbits,
-                  gap_nbits=gap_nbits)
-    return buf, dict(fields, parts=parts)
+                  gap_nbits=gap_nbits, n_used=n_used)
+    return buf, dict(fields, parts=parts, code_lengths=code_lengths)
 
 
 def decode_layer(payload, name: str = "layer") -> dict:
@@ -307,11 +319,11 @@ def decode_layer(payload, name: str = "layer") -> dict:
         return buf[a:b]
 
     try:
-        code_lengths = unpack(raw("code_table"), 4, 2**wb)
+        code_lengths = h["code_lengths"]
         gap_lengths = unpack(raw("gap_table"), 4, 2**ib)
-        codebook = np.empty(2**wb, dtype=np.float32)
-        codebook[0] = 0.0
-        codebook[1:] = np.frombuffer(raw("codebook"), dtype="<f4")
+        codebook = np.zeros(2**wb, dtype=np.float32)
+        codebook[np.flatnonzero(code_lengths[1:]) + 1] = np.frombuffer(raw("codebook"),
+                                                                       dtype="<f4")
         bias = np.frombuffer(raw("bias"), dtype="<f4").astype(np.float32)
         if not np.all(np.isfinite(codebook)):
             raise DCFormatError("the codebook holds non-finite values (NaN or inf)")
@@ -347,7 +359,8 @@ def payload_stats(payload, name: str = "layer") -> dict:
     Returns
     -------
     dict with the header fields (``weight_bits``, ``index_bits``, ``ndim``, ``shape``,
-    ``n_entries``, ``nnz``, ``n_bias``, ``code_nbits``, ``gap_nbits``); the byte counts
+    ``n_entries``, ``nnz``, ``n_bias``, ``code_nbits``, ``gap_nbits``), ``n_used`` (codebook
+    slots stored); the byte counts
     ``header_bytes``, ``code_table_bytes``, ``gap_table_bytes``, ``codebook_bytes``,
     ``bias_bytes``, ``code_stream_bytes``, ``gap_stream_bytes``, ``crc_bytes``,
     ``total_bytes``; and the average Huffman bits per entry ``code_bits_per_entry``,
@@ -361,6 +374,7 @@ def payload_stats(payload, name: str = "layer") -> dict:
     """
     _, h = _parse(payload, name)
     parts = h.pop("parts")
+    del h["code_lengths"]
     out = dict(h)
     out.update({f"{k}_bytes": v for k, v in parts.items()})
     out["total_bytes"] = sum(parts.values())

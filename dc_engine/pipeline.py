@@ -2,7 +2,8 @@
 
 Stage 1 (Sec. 2): prune -> retrain with masks -> prune harder -> retrain ...  (:func:`prune`)
 Stage 2 (Sec. 3): share weights by k-means -> fine-tune the centroids          (:func:`quantize`)
-Stage 3 (Sec. 4) comes with the next issue.
+Stage 3 (Sec. 4): Huffman-code codes and relative indices into a .dc.h5 file  (:func:`encode`)
+All three on a dense model: :func:`compress`. The table of a compressed file: :func:`inspect`.
 
 Each function reads its input file, runs the stage on the shipped (or given) data, writes its
 output file atomically and returns a JSON-able report. No arithmetic lives here.
@@ -12,10 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from . import store
+import numpy as np
+
+from . import container, store
+from .compress import EncodeConfig, encode_model, size_report, size_table
 from .config import ConfigError, default_config_path, dump_toml, load_toml
 from .data import load_mnist, train_val_split
 from .prune import PruneConfig, layer_stats, prune_model, sensitivity_scan
@@ -59,6 +66,26 @@ def read_prune_config(config_path, architecture: str) -> tuple[PruneConfig, Path
 def read_quantize_config(config_path, architecture: str) -> tuple[QuantizeConfig, Path]:
     """The [quantize] table of ``config_path`` (default: the architecture's shipped config)."""
     return _read_stage_config(config_path, architecture, "quantize", QuantizeConfig)
+
+
+def read_encode_config(config_path, architecture: str) -> tuple[EncodeConfig, Path | None]:
+    """The [encode] table of ``config_path`` (default: the architecture's shipped config);
+    defaults (5-bit indices) when the file has no [encode] table or the architecture has no
+    shipped config."""
+    if config_path:
+        path = Path(config_path)
+    else:
+        try:
+            path = default_config_path(architecture)
+        except ConfigError:
+            return EncodeConfig(), None
+    table = load_toml(path).get("encode", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [encode] must be a table")
+    try:
+        return EncodeConfig.from_dict(table), path
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _write_report(report: dict, out_path: Path, report_dir) -> str:
@@ -163,6 +190,129 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
                   f"{base}.codebook.png",
                   f"{model.name}: weights and shared centroids")
     return report
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".dc.h5", ".h5"):
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def _check_decoded(model, out_path: Path) -> None:
+    """Read the written file back; every weight and bias must equal the model's bit for bit."""
+    from .runtime import load as load_compressed
+
+    loaded = load_compressed(out_path)
+    for layer, got in zip((l for l in model.layers if l.params),
+                          (l for l in loaded.layers if hasattr(l, "weight"))):
+        same_w = np.array_equal(got.weight().view(np.uint32),
+                                layer.params["W"].astype(np.float32).view(np.uint32))
+        b = layer.params.get("b")
+        same_b = b is None or np.array_equal(got.bias.view(np.uint32), b.view(np.uint32))
+        if not (same_w and same_b):
+            raise RuntimeError(f"{out_path}: layer {layer.name!r} does not decode to the "
+                               f"quantized weights; this is a bug, please report it")
+
+
+def encode(quantized_path, out_path, config_path=None, report_dir=None, model=None) -> dict:
+    """Stage 3 on a quantized model file: Huffman-code each layer's codes and relative
+    indices (DC Sec. 4) into a compressed ``.dc.h5`` file (docs/FORMAT.md), then read it back
+    and check that it decodes to the quantized weights bit for bit.
+
+    Writes ``out_path`` and, in ``report_dir`` (default: the folder of ``out_path``),
+    ``<stem>.sizes.json`` (the :func:`dc_engine.compress.size_report`) and
+    ``<stem>.sizes.png``. Returns the size report (with ``file_bytes``, ``config``).
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    if model is None:
+        model = store.load(quantized_path)
+    config, cfg_path = read_encode_config(config_path, model.name)
+    records = encode_model(model, config)
+    written = container.write(out_path, model.name, model.input_shape, records)
+    _check_decoded(model, written)
+    report = size_report(records, os.path.getsize(written), model.name)
+    report.update({"source": str(quantized_path), "out": str(out_path),
+                   "config_file": None if cfg_path is None else str(cfg_path),
+                   "config": config.to_dict(), "seconds": time.perf_counter() - t0})
+    report_dir = Path(report_dir) if report_dir else out_path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    base = report_dir / _stem(out_path)
+    Path(f"{base}.sizes.json").write_text(json.dumps(report, indent=1) + "\n")
+    from .plots import size_plot
+    size_plot(report, f"{base}.sizes.png")
+    return report
+
+
+def inspect(path) -> dict:
+    """The size report of a compressed file, from the file alone (no dataset needed)."""
+    c = container.read(path)
+    report = size_report(c.layers, os.path.getsize(path), c.architecture)
+    report["path"] = str(path)
+    report["input_shape"] = list(c.input_shape)
+    report["version"] = c.version
+    return report
+
+
+def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
+             threads: int | None = None, progress: bool = True, keep: bool = False) -> dict:
+    """The whole job on a dense model file: prune + retrain (stage 1), quantize + fine-tune
+    (stage 2), Huffman-encode (stage 3) into ``out_path``; then evaluate the compressed file.
+
+    With ``keep``, the intermediate models are kept beside ``out_path`` as
+    ``<stem>.pruned.h5`` and ``<stem>.quantized.h5``; otherwise they live in a temporary folder.
+    Reports and figures of every stage go to ``report_dir`` (default: the folder of
+    ``out_path``); ``<stem>.report.json`` holds all three stages and the test errors.
+    """
+    t0 = time.perf_counter()
+
+    def say(*what) -> None:
+        if progress:
+            print(f"[{time.perf_counter() - t0:6.0f} s]", *what, file=sys.stderr, flush=True)
+
+    out_path = Path(out_path)
+    stem = _stem(out_path)
+    report_dir = Path(report_dir) if report_dir else out_path.parent
+    with tempfile.TemporaryDirectory(prefix="dc-engine-") as tmp:
+        work = out_path.parent if keep else Path(tmp)
+        pruned, quantized = work / f"{stem}.pruned.h5", work / f"{stem}.quantized.h5"
+        say("stage 1/3: pruning and retraining", dense_path)
+        p_report = prune(dense_path, pruned, config_path, data, report_dir, threads, progress)
+        say("stage 2/3: weight sharing and centroid fine-tuning")
+        q_report = quantize(pruned, quantized, config_path, data, report_dir, threads,
+                            progress)
+        say("stage 3/3: Huffman coding into", out_path)
+        sizes = encode(quantized, out_path, config_path, report_dir)
+    from .runtime import load as load_compressed
+
+    ds = load_mnist(data)
+    with limit_threads(threads):
+        test_compressed = evaluate(load_compressed(out_path), ds.x_test, ds.y_test)["error"]
+    report = {
+        "architecture": sizes["architecture"], "source": str(dense_path), "out": str(out_path),
+        "test_error_dense": p_report["test_error_dense"],
+        "test_error_pruned": p_report["test_error"],
+        "test_error_quantized": q_report["test_error"],
+        "test_error_compressed": test_compressed,
+        "sizes": sizes, "prune": p_report, "quantize": q_report,
+        "seconds": time.perf_counter() - t0,
+    }
+    (report_dir / f"{stem}.report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def compress_table(report: dict) -> str:
+    """The whole job's summary: the stage tables, the size table, the errors."""
+    parts = ["== stage 1: pruning", prune_table(report["prune"]),
+             "== stage 2: trained quantization", quantize_table(report["quantize"]),
+             "== stage 3: Huffman coding", size_table(report["sizes"])]
+    errs = (f"test error: dense {100 * report['test_error_dense']:.2f}% -> pruned "
+            f"{100 * report['test_error_pruned']:.2f}% -> quantized "
+            f"{100 * report['test_error_quantized']:.2f}% -> compressed file "
+            f"{100 * report['test_error_compressed']:.2f}%   ({report['seconds']:.0f} s)")
+    return "\n".join(parts) + errs + "\n"
 
 
 def quantize_table(report: dict) -> str:
@@ -292,6 +442,6 @@ def prune_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["prune", "sensitivity", "quantize", "bits_sweep", "read_prune_config",
-           "read_quantize_config", "prune_table", "sensitivity_table", "quantize_table",
+__all__ = ["prune", "sensitivity", "quantize", "bits_sweep", "encode", "compress", "inspect",
+           "read_prune_config", "read_quantize_config", "read_encode_config", "compress_table", "prune_table", "sensitivity_table", "quantize_table",
            "bits_table"]

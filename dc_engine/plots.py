@@ -142,3 +142,30 @@ def bits_plot(sweep: dict, path) -> Path | None:
 
 
 __all__ = ["sensitivity_plot", "weight_histograms", "codebook_plot", "bits_plot"]
+
+
+def size_plot(report: dict, path, title: str = "") -> Path | None:
+    """Bars of the model size after each stage, with the compression rate on each bar (like
+    Deep Compression Fig. 1); ``report`` is a :func:`dc_engine.compress.size_report`."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    t = report["totals"]
+    stages = [("original", t["original_bytes"]), ("pruned", t["pruned_bytes"]),
+              ("pruned +\nquantized", t["pq_bytes"]), ("+ Huffman\n(payload)",
+                                                         t["compressed_bytes"])]
+    if t.get("file_bytes"):
+        stages.append(("file on\ndisk", t["file_bytes"]))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    labels = [s[0] for s in stages]
+    kb = [s[1] / 1000 for s in stages]
+    bars = ax.bar(labels, kb, color=["0.6"] + ["C0"] * (len(stages) - 2) + ["C3"])
+    ax.set_yscale("log")
+    ax.set_ylabel("size (KB, log scale)")
+    for bar, (_, b) in zip(bars, stages):
+        ax.annotate(f"{b / 1000:,.1f} KB\n{t['original_bytes'] / b:.1f}x",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(top=max(kb) * 4)
+    ax.set_title(title or f"{report.get('architecture', '')}: size after each stage")
+    return _save(plt, fig, path)

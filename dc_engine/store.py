@@ -23,7 +23,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, Union
 
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "dc-engine"
 #: Root attribute ``kind`` of a dense (uncompressed) model file.
 DENSE_KIND = "dense"
+#: Root attribute ``kind`` of a compressed model file (:mod:`dc_engine.container`).
+COMPRESSED_KIND = "compressed"
 #: Newest version of the dense kind this module writes and reads (2 = 1 + shared weights).
 DENSE_VERSION = 2
 #: First dense version that may hold shared weights (``codebook_<param>``, ``index_<param>``).
@@ -357,6 +359,22 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
     target is left as it was. The layout is specified in ``docs/FORMAT.md``.
     """
     root, layers = _plan_dense(model, metadata)
+    target = atomic_write(path, lambda tmp: _write_dense(tmp, root, layers))
+    logger.debug("saved %s (%d layers) to %s", model.name, len(layers), target)
+    return target
+
+
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
+    """Create ``path`` through ``write(tmp)`` without ever leaving a half-written file.
+
+    ``write`` fills the temporary file ``tmp`` (in the target's folder); it is then fsync'ed,
+    given the target's mode (0644 for a new file) and renamed over the target with
+    ``os.replace``. On any error the temporary file is removed and an existing target is left
+    as it was. Returns the resolved target path.
+
+    Raises FileNotFoundError if the target's folder does not exist, IsADirectoryError if the
+    target is a directory, and whatever ``write`` raises.
+    """
     target = Path(path).absolute()
     folder = target.parent
     if not folder.is_dir():
@@ -370,7 +388,7 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         os.close(fd)
-        _write_dense(tmp, root, layers)
+        write(tmp)
         os.chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, target)
@@ -379,7 +397,6 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
-    logger.debug("saved %s (%d layers) to %s", model.name, len(layers), target)
     return target.resolve()
 
 
@@ -463,8 +480,9 @@ def _json_attr(obj: h5py.HLObject, key: str, kind: type, path: Path,
     return value
 
 
-def _read_root(f: h5py.File, path: Path) -> dict:
-    """Validate the root attributes (format, kind, version first) and return them parsed."""
+def file_kind(f: h5py.File, path: Path) -> str:
+    """The root attribute ``kind`` of an open dc-engine file (``"dense"`` or
+    ``"compressed"``), after checking ``format``; DCFormatError for a foreign file."""
     found = "no 'format' attribute"
     if "format" in f.attrs:
         if f.attrs.get_id("format").dtype.hasobject:  # never read: see _attr
@@ -478,10 +496,15 @@ def _read_root(f: h5py.File, path: Path) -> dict:
         _fail(path, "foreign file", f"root attribute format = {FORMAT_NAME!r}", found,
               fix="This HDF5 file was not written by dc-engine; pass a file written by "
                   "dc_engine.store.save.")
-    kind = _str_attr(f, "kind", path)
+    return _str_attr(f, "kind", path)
+
+
+def _read_root(f: h5py.File, path: Path) -> dict:
+    """Validate the root attributes (format, kind, version first) and return them parsed."""
+    kind = file_kind(f, path)
     if kind != DENSE_KIND:
         _fail(path, "unsupported file kind", f"kind = {DENSE_KIND!r}", f"kind = {kind!r:.80}",
-              fix=f"This dc-engine reads only dense model files. {_UPGRADE}")
+              fix=f"This dc-engine reads dense and compressed model files. {_UPGRADE}")
     version = _attr(f, "version", path)
     if not _is_int(version):
         _fail(path, "bad attribute 'version'", "an integer",
@@ -800,9 +823,12 @@ def load(path: PathLike) -> Model:
 
     Returns
     -------
-    Model
-        The model, with each layer's parameters in the stored dtype (float32 or float64) and
-        its masks restored as bool arrays. A shared parameter (codebook and index in the file)
+    Model or dc_engine.runtime.CompressedModel
+        A compressed file (``kind = "compressed"``, written by ``dc-engine compress`` or
+        ``encode``) gives a :class:`~dc_engine.runtime.CompressedModel` (see
+        :func:`dc_engine.runtime.load`). A dense file gives a Model, with each layer's
+        parameters in the stored dtype (float32 or float64) and its masks restored as bool
+        arrays. A shared parameter (codebook and index in the file)
         gets its :class:`~dc_engine.quantize.WeightShare` back as ``layer.ties[name]``, and
         ``layer.params[name]`` holds ``codebook[idx]`` in the layer dtype. ``model.metadata``
         holds the stored metadata dict. Version-1 files load as before. The file is closed.
@@ -827,6 +853,12 @@ def load(path: PathLike) -> Model:
     before the array is read. The checks are listed in ``docs/FORMAT.md``.
     """
     path = _existing_file(path)
+    with _reading(path) as f:
+        kind = file_kind(f, path)
+    if kind == COMPRESSED_KIND:
+        from .runtime import load as load_compressed  # lazy: the runtime imports this module
+
+        return load_compressed(path)
     with _reading(path) as f:
         root = _read_root(f, path)
         layers = [_read_layer(g, name, path, root["version"]) for name, g in _layer_groups(

@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dc_engine.config import CONFIG_DIR, ConfigError, default_config_path, dump_toml, load_toml
-from dc_engine.pipeline import read_prune_config, read_quantize_config
+from dc_engine.pipeline import read_encode_config, read_prune_config, read_quantize_config
 from dc_engine.prune import LayerPrune, PruneConfig
+from dc_engine.compress import EncodeConfig
 from dc_engine.quantize import QuantizeConfig
 from dc_engine.zoo import ARCHITECTURES, RECIPES
 
@@ -167,7 +168,7 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     arch = path.stem
     assert arch in ARCHITECTURES, f"{path.name} names no zoo architecture"
     table = load_toml(path)
-    assert set(table) == {"prune", "quantize"}
+    assert set(table) == {"prune", "quantize", "encode"}
     config = PruneConfig.from_dict(table["prune"])
     assert read_prune_config(None, arch) == (config, path)
     model = ARCHITECTURES[arch]()
@@ -183,6 +184,10 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     qconfig.train_config(RECIPES[arch])
     assert QuantizeConfig.from_dict(
         tomllib.loads(dump_toml({"quantize": qconfig.to_dict()}))["quantize"]) == qconfig
+    econfig = EncodeConfig.from_dict(table["encode"])
+    assert read_encode_config(None, arch) == (econfig, path)
+    assert EncodeConfig.from_dict(
+        tomllib.loads(dump_toml({"encode": econfig.to_dict()}))["encode"]) == econfig
 
 
 def test_default_config_path_of_unknown_architecture_lists_shipped():

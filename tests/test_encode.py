@@ -33,7 +33,14 @@ def _check_round_trip(idx, codebook, bias, index_bits, name="layer"):
     assert out["idx"].dtype == index_dtype(wb) and out["idx"].shape == idx.shape
     assert np.array_equal(out["idx"], idx)
     assert out["codebook"].dtype == np.float32
-    assert np.array_equal(out["codebook"].view(np.uint32), codebook.view(np.uint32))
+    used = np.zeros(codebook.size, bool)
+    used[idx.ravel()] = True
+    used[0] = False
+    expect = np.where(used, codebook, np.float32(0.0)).astype(np.float32)
+    assert np.array_equal(out["codebook"].view(np.uint32), expect.view(np.uint32))
+    # the decoded weights equal codebook[idx] bit for bit, which is what the model runs on
+    assert np.array_equal(out["codebook"][out["idx"]].view(np.uint32),
+                          codebook[idx].view(np.uint32))
     want_bias = np.zeros(0, np.float32) if bias is None else bias
     assert out["bias"].dtype == np.float32
     assert np.array_equal(out["bias"].view(np.uint32), want_bias.view(np.uint32))
