@@ -139,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
                     "the paper-style size table and the test error of the compressed file; "
                     "writes STEM.report.json, STEM.sizes.json/.png and the stages' figures.")
     cp.add_argument("model", metavar="DENSE.h5", help="the dense model to compress")
-    cp.add_argument("--out", required=True, metavar="MODEL.dc.h5", help="the compressed file")
+    cp.add_argument("--out", required=True, metavar="MODEL.dc.h5",
+                    help="the compressed file (its folder is created if missing)")
     cp.add_argument("--config", metavar="FILE.toml",
                     help="settings ([prune], [quantize], [encode] tables); default: the "
                          "architecture's shipped config")
@@ -371,6 +372,8 @@ def _cmd_bits_sweep(args) -> int:
 def _cmd_compress(args) -> int:
     from . import pipeline
 
+    if Path(args.model).is_file():  # the long job's output folder is made for it (mkdir -p)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out = _output_path(args.out, args.force)
     _output_dir(args.report_dir)
     if args.keep and not args.force:
