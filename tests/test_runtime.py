@@ -1,0 +1,74 @@
+"""The runtime: compressed models load, run like their dense decode, and import no training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dc_engine
+from dc_engine import runtime, store
+from dc_engine.runtime import CompressedConv2D, CompressedDense, CompressedModel
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "data" / "models"
+TRAINING = ("dc_engine.train", "dc_engine.optim", "dc_engine.quantize", "dc_engine.prune",
+            "dc_engine.pipeline", "dc_engine.losses")
+
+
+def test_runtime_imports_no_training_code():
+    code = ("import sys, dc_engine.runtime; "
+            f"bad = [m for m in {TRAINING!r} if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_loading_a_compressed_file_imports_no_training_code():
+    path = MODELS / "lenet-5.dc.h5"
+    code = ("import sys, numpy as np, dc_engine; "
+            f"m = dc_engine.load({str(path)!r}); "
+            "m.forward(np.zeros((2, 1, 28, 28), np.float32)); "
+            f"bad = [x for x in {TRAINING!r} if x in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("arch", ["lenet-300-100", "lenet-5"])
+def test_shipped_compressed_model_runs_like_its_quantized_model(arch, rng):
+    cm = dc_engine.load(MODELS / f"{arch}.dc.h5")
+    assert isinstance(cm, CompressedModel)
+    qm = store.load(MODELS / f"{arch}.quantized.h5")
+    assert cm.name == qm.name == arch
+    assert cm.input_shape == qm.input_shape
+    assert cm.num_params() == qm.num_params()
+    kinds = [type(l) for l in cm.layers if isinstance(l, (CompressedDense, CompressedConv2D))]
+    assert len(kinds) == sum(1 for l in qm.layers if l.params)
+    x = rng.random((33,) + qm.input_shape, dtype=np.float32)
+    ref = qm.forward(x)
+    out = cm.forward(x)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert np.array_equal(cm.predict(x, batch_size=5), np.argmax(ref, axis=1))
+    dense = cm.to_dense()
+    for layer in qm.layers:
+        if layer.params:
+            for k in ("W", "b"):
+                assert np.array_equal(dense[layer.name].params[k].view(np.uint32),
+                                      layer.params[k].view(np.uint32)), (layer.name, k)
+
+
+def test_compressed_model_rejects_training_and_bad_shapes():
+    cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
+    assert cm.input_shape == (1, 28, 28)
+    with pytest.raises(ValueError, match="inference only"):
+        cm.forward(np.zeros((1, 1, 28, 28), np.float32), train=True)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\), got \(1, 28, 28\)"):
+        cm.forward(np.zeros((1, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="batch_size"):
+        cm.predict(np.zeros((1, 1, 28, 28), np.float32), batch_size=0)
+    assert cm.predict(np.zeros((0, 1, 28, 28), np.float32)).shape == (0,)
