@@ -247,9 +247,13 @@ def size_table(report: dict) -> str:
                      f"{l['index_bits']:>5} {l['coded_index_bits']:>7.2f} "
                      f"{100 * l['cr_pq']:>7.2f}% {100 * l['cr_pqh']:>7.2f}%")
     t = report["totals"]
+
+    def rate(ratio) -> str:  # None: a model without weights
+        return f"{'n/a':>8}" if not ratio else f"{100 / ratio:>7.2f}%"
+
     lines.append(f"{'total':<8} {t['weights']:>9,} {100 * t['kept']:>5.1f}% {'':>5} "
                  f"{t['coded_weight_bits']:>7.2f} {'':>5} {t['coded_index_bits']:>7.2f} "
-                 f"{100 / t['ratio_pq']:>7.2f}% {100 / t['ratio_payload']:>7.2f}%")
+                 f"{rate(t['ratio_pq'])} {rate(t['ratio_payload'])}")
     lines.append("(per-layer rates: weights, codebook and index over 4 bytes per weight; the "
                  "total row and the sizes below include biases)")
     lines.append("")
@@ -259,5 +263,6 @@ def size_table(report: dict) -> str:
     if t.get("file_bytes"):
         stages.append(("file on disk", t["file_bytes"]))
     for label, b in stages:
-        lines.append(f"{label:<28} {round(b):>10,} bytes  {t['original_bytes'] / b:>6.1f}x")
+        ratio = f"{t['original_bytes'] / b:>6.1f}x" if b else f"{'n/a':>7}"
+        lines.append(f"{label:<28} {round(b):>10,} bytes  {ratio}")
     return "\n".join(lines) + "\n"

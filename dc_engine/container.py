@@ -83,8 +83,11 @@ def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]
     if not isinstance(architecture, str) or "\x00" in architecture:
         raise ValueError(f"architecture must be a str without NUL, got {architecture!r}")
     shape = [int(d) for d in input_shape]
-    if not shape or any(d < 1 for d in shape):
-        raise ValueError(f"input_shape must be positive integers, got {input_shape!r}")
+    if not 1 <= len(shape) <= 8 or any(not 1 <= d <= 2**31 for d in shape):
+        raise ValueError(f"input_shape must be 1 to 8 positive integers (at most 2**31), got "
+                         f"{input_shape!r}")
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ValueError(f"a compressed file holds 1 to {MAX_LAYERS} layers, got {len(layers)}")
     names = [r.name for r in layers]
     if len(set(names)) != len(names):
         raise ValueError(f"layer names must be distinct, got {names}")
@@ -95,6 +98,9 @@ def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]
         if r.type not in LAYER_TYPES:
             raise ValueError(f"layer {r.name!r}: unknown type {r.type!r}; known: "
                              f"{sorted(LAYER_TYPES)}")
+        if not isinstance(r.hyperparameters, dict) or set(r.hyperparameters) & set(_RESERVED_HP):
+            raise ValueError(f"layer {r.name!r}: hyperparameters must be a dict without the keys "
+                             f"{list(_RESERVED_HP)}, got {r.hyperparameters!r}")
         if r.payload is not None and not isinstance(r.payload, (bytes, bytearray)):
             raise TypeError(f"layer {r.name!r}: payload must be bytes or None, got "
                             f"{type(r.payload).__name__}")

@@ -163,7 +163,8 @@ def size_plot(report: dict, path, title: str = "") -> Path | None:
     ax.set_yscale("log")
     ax.set_ylabel("size (KB, log scale)")
     for bar, (_, b) in zip(bars, stages):
-        ax.annotate(f"{b / 1000:,.1f} KB\n{t['original_bytes'] / b:.1f}x",
+        rate = f"{t['original_bytes'] / b:.1f}x" if b else "n/a"  # n/a: no weights
+        ax.annotate(f"{b / 1000:,.1f} KB\n{rate}",
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylim(top=max(kb) * 4)

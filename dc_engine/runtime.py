@@ -165,16 +165,24 @@ class _ConvShape:
 _COMPRESSED_TYPES = {"Dense": CompressedDense, "Conv2D": CompressedConv2D}
 
 
+#: Hyperparameters of the weighted layers and their smallest values (all integers).
+_WEIGHTED_HP = {
+    "Dense": {"in_features": 1, "out_features": 1},
+    "Conv2D": {"in_channels": 1, "out_channels": 1, "kernel_size": 1, "stride": 1, "padding": 0},
+}
+
+
 def _weight_shape(ltype: str, hp: dict) -> tuple | None:
-    try:
-        if ltype == "Dense":
-            return (hp["out_features"], hp["in_features"])
-        if ltype == "Conv2D":
-            k = hp["kernel_size"]
-            return (hp["out_channels"], hp["in_channels"], k, k)
-    except (KeyError, TypeError):
+    """W's shape from a weighted layer's hyperparameters; None unless they are exactly the
+    layer's keys with integer values in range (so the decoded layer rebuilds as a dense one)."""
+    lows = _WEIGHTED_HP[ltype]
+    if set(hp) != set(lows) or not all(type(hp[k]) is int and hp[k] >= lo
+                                       for k, lo in lows.items()):
         return None
-    return None
+    if ltype == "Dense":
+        return (hp["out_features"], hp["in_features"])
+    k = hp["kernel_size"]
+    return (hp["out_channels"], hp["in_channels"], k, k)
 
 
 class CompressedModel:
@@ -263,7 +271,10 @@ def _build_layer(rec: container.LayerRecord, path: Path):
     expected = _weight_shape(rec.type, rec.hyperparameters)
     if expected is None:
         fail(f"bad hyperparameters {rec.hyperparameters} for {rec.type}")
-    decoded = decode_layer(rec.payload, rec.name)  # DCFormatError naming the layer
+    try:
+        decoded = decode_layer(rec.payload, rec.name)
+    except DCFormatError as exc:  # it names the layer; add the file
+        raise DCFormatError(f"{path}, {exc}") from exc
     if tuple(decoded["idx"].shape) != tuple(expected):
         fail(f"the payload holds weights of shape {decoded['idx'].shape}, the hyperparameters "
              f"{rec.hyperparameters} need {tuple(expected)}")
@@ -271,11 +282,6 @@ def _build_layer(rec: container.LayerRecord, path: Path):
         fail(f"the payload holds {decoded['bias'].size} biases, expected {expected[0]}")
     if not decoded["bias"].size:
         decoded["bias"] = np.zeros(expected[0], np.float32)
-    if rec.type == "Conv2D":
-        hp = rec.hyperparameters
-        if not all(isinstance(hp.get(k), int) and hp[k] >= lo for k, lo in
-                   (("stride", 1), ("padding", 0))):
-            fail(f"bad hyperparameters {hp} for Conv2D")
     return cls(rec.name, rec.hyperparameters, decoded)
 
 
