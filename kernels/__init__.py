@@ -13,6 +13,8 @@ from .kmeans import assign_sorted, segment_sum
 from .pool import maxpool2d_backward, maxpool2d_forward
 from .sgd import sgd_momentum, sgd_momentum_masked
 from .sparse_index import count_entries, decode_relative, encode_relative
+from .sqmm import (sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t, sq_matvec,
+                   sq_row_blocks)
 
 __all__ = [
     "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
@@ -20,4 +22,6 @@ __all__ = [
     "sgd_momentum_masked", "assign_sorted", "segment_sum", "pack_bits", "unpack_bits",
     "count_entries", "encode_relative", "decode_relative",
     "huffman_encode", "huffman_decode",
+    "sq_count", "sq_encode", "sq_decode", "sq_row_blocks", "sq_col_split", "sq_matvec",
+    "sq_matmul_t",
 ]

@@ -173,3 +173,65 @@ def huffman_decode(data, n_bits, n, table_sym, table_len, max_len, out):
             pos += 1
         out[i] = code_to_sym[prefix]
     return 0 if pos == len(bits) else -3  # -3: bits left over
+
+
+def sq_count(idx2d, index_bits, rowptr):
+    rowptr[0] = 0
+    rowptr[1:] = np.cumsum([count_entries(row, index_bits) for row in idx2d])
+
+
+def sq_encode(idx2d, index_bits, rowptr, words):
+    for r, row in enumerate(idx2d):
+        entries = _relative_entries(row, index_bits)
+        words[rowptr[r]:rowptr[r + 1]] = [(int(c) << index_bits) | int(g) for g, c in entries]
+
+
+def sq_decode(words, rowptr, index_bits, out):
+    w = words.astype(np.int64)
+    gaps, codes = w & ((1 << index_bits) - 1), w >> index_bits
+    for r in range(out.shape[0]):
+        s = slice(rowptr[r], rowptr[r + 1])
+        decode_relative(gaps[s], codes[s], out.shape[1], out[r])
+
+
+def sq_row_blocks(rowptr, n_blocks):
+    out = len(rowptr) - 1
+    if out <= 0:
+        return np.zeros(2, dtype=np.int64)
+    cuts = {0, out}
+    for i in range(1, n_blocks):  # first row whose start reaches i/n_blocks of the entries
+        target = rowptr[-1] * i / n_blocks
+        cuts.add(min(max(int(np.argmax(np.append(rowptr >= target, True))), 1), out))
+    return np.array(sorted(cuts), dtype=np.int64)
+
+
+def _positions(words, rowptr, index_bits, r):
+    gaps = words[rowptr[r]:rowptr[r + 1]].astype(np.int64) & ((1 << index_bits) - 1)
+    return np.cumsum(gaps + 1) - 1
+
+
+def sq_col_split(words, rowptr, index_bits, tile_cols, split_k, split_col):
+    n_tiles = split_k.shape[1] - 1
+    for r in range(len(rowptr) - 1):
+        pos = _positions(words, rowptr, index_bits, r)
+        for t in range(n_tiles + 1):
+            # entries left of the tile start; the last tile boundary is the end of the row
+            first = len(pos) if t == n_tiles else int(np.sum(pos < t * tile_cols))
+            split_k[r, t] = rowptr[r] + first
+            split_col[r, t] = pos[first - 1] + 1 if first else 0
+
+
+def _dense_weights(words, rowptr, index_bits, codebook, n_cols):
+    codes = np.zeros((len(rowptr) - 1, n_cols), dtype=np.uint16)
+    sq_decode(words, rowptr, index_bits, codes)
+    return codebook.astype(np.float64)[codes]
+
+
+def sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y):
+    y[:] = _dense_weights(words, rowptr, index_bits, codebook, x.shape[0]) @ x.astype(np.float64)
+
+
+def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt):
+    rowptr = np.append(split_k[:, 0], split_k[-1, -1]) if split_k.shape[0] else np.zeros(1, int)
+    w = _dense_weights(words, rowptr, index_bits, codebook, xt.shape[0])
+    yt[...] = w @ xt.astype(np.float64)

@@ -1,0 +1,154 @@
+"""Sparse-quantized kernels (kernels.sqmm) against their twins in kernels.reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels
+from kernels import reference
+
+
+def _word_dtype(bits):
+    return np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
+
+
+def _layout(mod, idx2d, index_bits, weight_bits):
+    rowptr = np.full(idx2d.shape[0] + 1, -7, dtype=np.int64)
+    mod.sq_count(idx2d, index_bits, rowptr)
+    words = np.full(rowptr[-1], 99, dtype=_word_dtype(weight_bits + index_bits))
+    mod.sq_encode(idx2d, index_bits, rowptr, words)
+    return rowptr, words
+
+
+def _split(mod, words, rowptr, index_bits, tile, n_cols):
+    n_tiles = max(1, -(-n_cols // tile))
+    split_k = np.full((rowptr.size - 1, n_tiles + 1), -7, dtype=np.int64)
+    split_col = np.full_like(split_k, -7)
+    mod.sq_col_split(words, rowptr, index_bits, tile, split_k, split_col)
+    return split_k, split_col
+
+
+@st.composite
+def cases(draw):
+    """(idx2d, codebook, index_bits): random shape, density, bit widths; rows of long zero runs
+    (fillers with small index_bits), empty rows and all-zero matrices come up often."""
+    weight_bits = draw(st.integers(1, 8))
+    index_bits = draw(st.integers(1, 8))
+    out = draw(st.integers(1, 12))
+    n_in = draw(st.integers(1, 90))
+    seed = draw(st.integers(0, 2**32 - 1))
+    density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(1, 2**weight_bits, size=(out, n_in))
+    idx[rng.random((out, n_in)) >= density] = 0
+    if draw(st.booleans()):
+        idx[rng.random(out) < 0.3] = 0  # empty rows
+    dtype = draw(st.sampled_from([np.uint8, np.uint16]))
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    codebook[1:] = rng.standard_normal(2**weight_bits - 1)
+    return np.ascontiguousarray(idx, dtype=dtype), codebook, index_bits, weight_bits
+
+
+def _tolerance(idx, codebook, x):
+    """float32 rounding of a sum of |w x| terms (the kernels sum in float32)."""
+    scale = np.abs(codebook.astype(np.float64)[idx]) @ np.abs(x.astype(np.float64))
+    return 1e-5 * scale + 1e-30
+
+
+def _check(idx, codebook, index_bits, weight_bits, rng):
+    rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+    want_rowptr, want_words = _layout(reference, idx, index_bits, weight_bits)
+    np.testing.assert_array_equal(rowptr, want_rowptr)
+    np.testing.assert_array_equal(words, want_words)
+    assert words.dtype == _word_dtype(weight_bits + index_bits)
+    # every entry is a non-zero or a filler (gap 2**ib - 1, code 0)
+    gaps, codes = words.astype(np.int64) & (2**index_bits - 1), words.astype(np.int64) >> index_bits
+    assert np.all(gaps[codes == 0] == 2**index_bits - 1)
+    assert np.count_nonzero(codes) == np.count_nonzero(idx)
+
+    back = np.full(idx.shape, 77, dtype=np.uint16)
+    kernels.sq_decode(words, rowptr, index_bits, back)
+    want_back = np.full(idx.shape, 77, dtype=np.uint16)
+    reference.sq_decode(words, rowptr, index_bits, want_back)
+    np.testing.assert_array_equal(back, want_back)
+    np.testing.assert_array_equal(back, idx)
+
+    n_blocks = int(rng.integers(1, 6))
+    blocks = kernels.sq_row_blocks(rowptr, n_blocks)
+    np.testing.assert_array_equal(blocks, reference.sq_row_blocks(rowptr, n_blocks))
+    assert blocks[0] == 0 and blocks[-1] == idx.shape[0] and np.all(np.diff(blocks) > 0)
+
+    x = rng.standard_normal(idx.shape[1]).astype(np.float32)
+    y = np.full(idx.shape[0], np.nan, dtype=np.float32)
+    kernels.sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y)
+    want = np.empty(idx.shape[0], dtype=np.float64)
+    reference.sq_matvec(words, rowptr, blocks, index_bits, codebook, x, want)
+    np.testing.assert_allclose(want, codebook.astype(np.float64)[idx] @ x, rtol=1e-12,
+                               atol=1e-12)
+    assert y.dtype == np.float32
+    assert np.all(np.abs(y - want) <= _tolerance(idx, codebook, x))
+
+    tile = int(rng.integers(1, idx.shape[1] + 5))
+    split_k, split_col = _split(kernels, words, rowptr, index_bits, tile, idx.shape[1])
+    want_k, want_col = _split(reference, words, rowptr, index_bits, tile, idx.shape[1])
+    np.testing.assert_array_equal(split_k, want_k)
+    np.testing.assert_array_equal(split_col, want_col)
+
+    n = int(rng.integers(1, 40))
+    xt = rng.standard_normal((idx.shape[1], n)).astype(np.float32)
+    block_n = int(rng.integers(1, 50))
+    yt = np.full((idx.shape[0], n), np.nan, dtype=np.float32)
+    kernels.sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt)
+    want_t = np.empty((idx.shape[0], n), dtype=np.float64)
+    reference.sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,
+                          want_t)
+    tol = np.abs(codebook.astype(np.float64)[idx]) @ np.abs(xt.astype(np.float64)) * 1e-5
+    assert yt.dtype == np.float32
+    assert np.all(np.abs(yt - want_t) <= tol + 1e-30)
+
+
+@settings(max_examples=60)
+@given(cases(), st.integers(0, 2**32 - 1))
+def test_kernels_match_reference(case, seed):
+    _check(*case, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("weight_bits, index_bits", [(1, 1), (4, 4), (5, 5), (8, 8), (5, 11),
+                                                     (16, 16)])
+def test_edge_cases(weight_bits, index_bits, rng):
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    codebook[1:] = rng.standard_normal(2**weight_bits - 1)
+    top = 2**weight_bits - 1
+    dtype = np.uint8 if weight_bits <= 8 else np.uint16
+    shapes = [np.zeros((1, 1)), np.full((1, 1), top), np.zeros((7, 40)),  # 1x1, all-zero
+              np.eye(5, 300, k=290) * top,  # long zero runs: fillers
+              np.ones((3, 17)) * top]  # dense
+    for idx in shapes:
+        _check(np.ascontiguousarray(idx, dtype=dtype), codebook, index_bits, weight_bits, rng)
+
+
+def test_fillers_of_a_long_run():
+    """Row [0]*20 + [3] with 2-bit gaps (span 4): five fillers (3, 0), then (0, 3)."""
+    idx = np.zeros((2, 21), dtype=np.uint8)
+    idx[0, 20] = 3
+    rowptr, words = _layout(kernels, idx, 2, 2)
+    np.testing.assert_array_equal(rowptr, [0, 6, 6])
+    np.testing.assert_array_equal(words, [3, 3, 3, 3, 3, 3 << 2])
+    codebook = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)
+    x = np.arange(21, dtype=np.float32)
+    y = np.empty(2, dtype=np.float32)
+    kernels.sq_matvec(words, rowptr, np.array([0, 2]), 2, codebook, x, y)
+    np.testing.assert_array_equal(y, [60.0, 0.0])
+
+
+def test_col_split_on_a_known_row():
+    """Entries at columns 1, 4, 12 (filler), 15 with 3-bit gaps (DC Fig. 2), tiles of 5."""
+    idx = np.zeros((1, 16), dtype=np.uint8)
+    idx[0, [1, 4, 15]] = [3, 1, 2]
+    rowptr, words = _layout(kernels, idx, 3, 2)
+    split_k, split_col = _split(kernels, words, rowptr, 3, 5, 16)
+    np.testing.assert_array_equal(split_k, [[0, 2, 2, 3, 4]])  # tiles [0,5) [5,10) [10,15) [15,)
+    np.testing.assert_array_equal(split_col, [[0, 5, 5, 13, 16]])
