@@ -47,7 +47,8 @@ end - 4     4                           CRC-32 (``zlib.crc32``) of every byte be
 
 ``H = 27 + 4 * ndim``. ``n_used`` is the number of non-zero lengths among symbols
 1..2**wb-1 of the code-length table (a slot no weight uses costs nothing: with 8-bit conv
-layers, most of the 255 centroids can be unused). With ``wb = 1`` (or ``ib = 1``) the table is 2 lengths in one byte.
+layers, most of the 255 centroids can be unused). With ``wb = 1`` (or ``ib = 1``) the table
+is 2 lengths in one byte.
 Huffman bit order (:mod:`dc_engine.huffman`): MSB first, each code MSB first, zero padding;
 canonical codes are assigned in (length, symbol) order, so the length tables define them.
 Decoding: Huffman-decode ``n_entries`` codes and ``n_entries`` gaps, then positions are

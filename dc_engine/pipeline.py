@@ -443,5 +443,5 @@ def prune_table(report: dict) -> str:
 
 
 __all__ = ["prune", "sensitivity", "quantize", "bits_sweep", "encode", "compress", "inspect",
-           "read_prune_config", "read_quantize_config", "read_encode_config", "compress_table", "prune_table", "sensitivity_table", "quantize_table",
-           "bits_table"]
+           "read_prune_config", "read_quantize_config", "read_encode_config", "compress_table",
+           "prune_table", "sensitivity_table", "quantize_table", "bits_table"]
