@@ -22,37 +22,17 @@ from . import container
 from .encode import decode_layer
 from .errors import DCFormatError
 from .layers import LAYER_TYPES, Conv2D, Dense
+from .matrix import CompressedMatrix
 from .model import Model
 
-__all__ = ["CompressedModel", "CompressedDense", "CompressedConv2D", "load"]
+__all__ = ["CompressedModel", "CompressedDense", "CompressedConv2D", "CompressedMatrix", "load"]
 
 
-class _DecodedMatrix:
-    """W (out, in) held as codes and a codebook; products through the dense decode."""
-
-    def __init__(self, idx2d: np.ndarray, codebook: np.ndarray):
-        self.idx = idx2d
-        self.codebook = codebook
-        self.shape = idx2d.shape
-        self._w = None
-
-    def to_dense(self) -> np.ndarray:
-        return self.codebook[self.idx]
-
-    def _dense(self) -> np.ndarray:
-        if self._w is None:
-            self._w = self.to_dense()
-        return self._w
-
-    def matmul(self, x: np.ndarray) -> np.ndarray:
-        return x @ self._dense().T
-
-    def matmul_t(self, xt: np.ndarray) -> np.ndarray:
-        return self._dense() @ xt
-
-
-def _matrix(idx2d: np.ndarray, codebook: np.ndarray, index_bits: int):
-    return _DecodedMatrix(idx2d, codebook)
+def _matrix(idx2d: np.ndarray, codebook: np.ndarray) -> CompressedMatrix:
+    """The kernel layout of a decoded layer: the Huffman streams are decoded once, at load
+    time, into fixed-width packed (gap, code) words (gap width chosen for the smallest words);
+    the float weights are never materialised."""
+    return CompressedMatrix.from_codes(idx2d, codebook, index_bits="auto")
 
 
 class _CompressedLayer:
@@ -70,7 +50,7 @@ class _CompressedLayer:
         self.codebook = decoded["codebook"]
         self.bias = decoded["bias"]
         idx2d = decoded["idx"].reshape(self.weight_shape[0], -1)
-        self.matrix = _matrix(idx2d, self.codebook, self.index_bits)
+        self.matrix = _matrix(idx2d, self.codebook)
 
     def weight(self) -> np.ndarray:
         """The decoded float32 weight (``codebook[idx]``) in the layer's shape."""
