@@ -51,8 +51,13 @@ def _zero_runs(idx2d: np.ndarray) -> np.ndarray:
     return (cols - prev - 1).astype(np.int64)
 
 
+DECODE_COST_BYTES = 4
+"""Decoding one entry costs about as much time as reading 4 bytes from memory (measured here:
+~0.5 ns per entry per thread, ~8 GB/s per thread; docs/KERNELS.md)."""
+
+
 def best_index_bits(idx2d: np.ndarray, weight_bits: int) -> int:
-    """The gap width that makes the packed entries smallest (ties: fewer entries, i.e. wider).
+    """The gap width with the cheapest products: ``entries * (DECODE_COST_BYTES + word bytes)``.
 
     Parameters
     ----------
@@ -61,16 +66,18 @@ def best_index_bits(idx2d: np.ndarray, weight_bits: int) -> int:
 
     Returns
     -------
-    int in 1..16. Bytes are ``entries(ib) * word_bytes(weight_bits + ib)`` with
-    ``entries(ib) = nnz + sum(run >> ib)`` over the zero runs before the non-zeros.
+    int in 1..16, the smallest among equal costs. ``entries(ib) = nnz + sum(run >> ib)`` over
+    the zero runs before the non-zeros; the word holds ``weight_bits + ib`` bits (1, 2 or 4
+    bytes). Fewer entries mean less decoding, smaller words fewer bytes: at 4% density and
+    5-bit codes this picks a uint16 word with a gap field wide enough for no fillers.
     """
     weight_bits = _check_bits(weight_bits, "weight_bits")
     runs = _zero_runs(np.asarray(idx2d))
     best = None
     for ib in range(1, MAX_BITS + 1):
         entries = runs.size + int(np.sum(runs >> ib))
-        key = (entries * _word_dtype(weight_bits + ib).itemsize, entries)
-        if best is None or key < best[0]:
+        key = entries * (DECODE_COST_BYTES + _word_dtype(weight_bits + ib).itemsize)
+        if best is None or key < best[0]:  # strict: the smallest ib among equal costs
             best = (key, ib)
     return best[1]
 

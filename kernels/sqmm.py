@@ -267,9 +267,10 @@ def _matmul_t_task(words, split_k, split_col, r0, r1, n0, n1, index_bits, codebo
     for r in range(r0, r1):
         for n in range(n0, n1):
             yt[r, n] = 0.0
+    nn = n1 - n0
     for t in range(split_k.shape[1] - 1):
         for r in range(r0, r1):
-            o = yt[r]
+            o = yt[r, n0:n1]  # 1-D views indexed from 0: the loops over them vectorise
             col = _U(split_col[r, t])
             k = _U(split_k[r, t])
             end = _U(split_k[r, t + 1])
@@ -287,25 +288,25 @@ def _matmul_t_task(words, split_k, split_col, r0, r1, n0, n1, index_bits, codebo
                 c3 = c2 + one + (w & mask)
                 v3 = codebook[w >> shift]
                 col = c3 + one
-                x0 = xt[c0]
-                x1 = xt[c1]
-                x2 = xt[c2]
-                x3 = xt[c3]
-                for n in range(n0, n1):
-                    o[n] += (v0 * x0[n] + v1 * x1[n]) + (v2 * x2[n] + v3 * x3[n])
+                x0 = xt[c0, n0:n1]
+                x1 = xt[c1, n0:n1]
+                x2 = xt[c2, n0:n1]
+                x3 = xt[c3, n0:n1]
+                for i in range(nn):
+                    o[i] += (v0 * x0[i] + v1 * x1[i]) + (v2 * x2[i] + v3 * x3[i])
                 k += four
             while k < end:
                 w = _U(words[k])
                 c0 = col + (w & mask)
                 v0 = codebook[w >> shift]
                 col = c0 + one
-                x0 = xt[c0]
-                for n in range(n0, n1):
-                    o[n] += v0 * x0[n]
+                x0 = xt[c0, n0:n1]
+                for i in range(nn):
+                    o[i] += v0 * x0[i]
                 k += one
 
 
-# parallel=True: tasks are (row block, column block of Yt) pairs; each writes its own Yt tile.
+# parallel=True: row blocks go to threads; each writes its own rows of Yt.
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
 def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt):
     """``Yt = W @ Xt`` for a sparse-quantized ``W``: a Dense layer at batch N (``Xt = X.T``) or a
@@ -331,16 +332,13 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
     Float32 sums in entry order, four entries combined per update (fastmath allowed).
     """
     n = xt.shape[1]
-    n_nb = (n + block_n - 1) // block_n
     n_blocks = blocks.shape[0] - 1
-    n_tasks = n_blocks * n_nb
-    if n_tasks == 1:
-        _matmul_t_task(words, split_k, split_col, blocks[0], blocks[1], 0, n, index_bits,
-                       codebook, xt, yt)
+    if n_blocks == 1:
+        for n0 in range(0, n, block_n):
+            _matmul_t_task(words, split_k, split_col, blocks[0], blocks[1], n0,
+                           min(n, n0 + block_n), index_bits, codebook, xt, yt)
         return
-    for task in prange(n_tasks):
-        b = task // n_nb
-        n0 = (task % n_nb) * block_n
-        n1 = min(n, n0 + block_n)
-        _matmul_t_task(words, split_k, split_col, blocks[b], blocks[b + 1], n0, n1, index_bits,
-                       codebook, xt, yt)
+    for b in prange(n_blocks):
+        for n0 in range(0, n, block_n):
+            _matmul_t_task(words, split_k, split_col, blocks[b], blocks[b + 1], n0,
+                           min(n, n0 + block_n), index_bits, codebook, xt, yt)

@@ -81,7 +81,7 @@ def test_from_codes_round_trip_and_word_width(rng):
 
 
 def test_best_index_bits_fills_the_word():
-    """At 4% density, uint16 words with 11 gap bits need no fillers and beat 5 + 5 bits."""
+    """At 4% density, uint16 words with up to 11 gap bits need no fillers and beat 5 + 5."""
     rng = np.random.default_rng(0)
     mask = rng.random((64, 4000)) < 0.04
     assert 5 < best_index_bits(mask, 5) <= 11
@@ -89,6 +89,9 @@ def test_best_index_bits_fills_the_word():
     m5 = CompressedMatrix.from_codes(mask.astype(np.uint8), codebook, 5)
     mauto = CompressedMatrix.from_codes(mask.astype(np.uint8), codebook, "auto")
     assert mauto.words.dtype == np.uint16 and mauto.words.nbytes < m5.words.nbytes
+    # at 30% density one byte per entry (5 + 3 bits) wins: few fillers, half the bytes
+    dense_mask = rng.random((64, 4000)) < 0.3
+    assert best_index_bits(dense_mask, 5) == 3
     assert mauto.n_entries == mask.sum() < m5.n_entries
 
 

@@ -1,0 +1,320 @@
+"""Sparse-quantized products (issue 6): CompressedMatrix against dense BLAS, scipy and torch CSR.
+
+For the FC layers of AlexNet, VGG-16 and LeNet-300-100 at the densities of Deep Compression
+(Table 4, 5, 1) we build a random sparse ``W`` (uniform random positions, normal values, seeded),
+compress it with ``CompressedMatrix.from_dense(W, wb, ib)`` for each ``--bits`` variant
+(default ``5:5`` -- the paper's FC setting --, ``4:4`` -- EIE's one-byte entries -- and
+``5:auto`` -- the gap width that makes the packed entries smallest, see
+``dc_engine.matrix.best_index_bits``), and time ``y = W x`` (batch 1) and ``Yt = W @ Xt``
+(batch 64, ``Xt`` of shape (in, 64), C-contiguous) for:
+
+* ours: ``m.matmul(x)`` / ``m.matmul_t(xt)`` (Numba kernels of kernels/sqmm.py);
+* dense: NumPy float32 ``W @ x`` (BLAS) on the same quantized weights;
+* scipy: ``scipy.sparse.csr_matrix`` float32 (int32 indices), ``csr @ x``;
+* torch: ``torch.sparse_csr_tensor(crow.int(), col.int(), val)`` with ``torch.mv`` / ``torch.mm``
+  (null when torch is missing).
+
+Everyone gets the same thread count: ``numba.set_num_threads`` and threadpoolctl (through
+``dc_engine.threads.limit_threads``), ``torch.set_num_threads``. Each time is the median of
+``--repeats`` rounds; in a round every implementation runs in turn (so that load from other
+processes on this shared machine hits all of them alike), each sample looping the call for
+``--min-time`` seconds. Everything is warmed up (Numba compilation) before timing and every
+result is checked against the dense product.
+
+Bytes read (the matrix only; ``x`` is the same for all): dense ``4*out*in``; CSR (scipy and
+torch, int32) ``4*nnz + 4*nnz + 4*(out+1)``; ours ``m.nbytes`` (packed entries + row pointers +
+codebook; at batch > 1 the column-split index of ``matmul_t`` is added). The lower-bound time is
+bytes / bandwidth, the bandwidth measured once as the median time of a ``--threads``-thread sum
+over a 256 MB float32 array.
+
+Usage::
+
+    python bench/kernels.py [--threads 2] [--repeats 7] [--quick] [--bits 5:5,4:4,5:auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __name__ == "kernels":
+    # The scripts in bench/ run with bench/ first on sys.path, so their ``import kernels`` (and
+    # dc_engine's) finds this file, not the package: hand the package over in its place.
+    import importlib.util
+
+    _pkg = Path(__file__).resolve().parent.parent / "kernels" / "__init__.py"
+    _spec = importlib.util.spec_from_file_location("kernels", _pkg,
+                                                   submodule_search_locations=[str(_pkg.parent)])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["kernels"] = _module
+    _spec.loader.exec_module(_module)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _import_project():
+    """The project imports, done by main() only (none when this file stands in for kernels)."""
+    global CompressedMatrix, limit_threads, environment, median, write_json
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import environment, median, write_json
+    from dc_engine.matrix import CompressedMatrix
+    from dc_engine.threads import limit_threads
+
+# (name, out, in, density) -- DC Table 4 (AlexNet), Table 5 (VGG-16), Table 1 (LeNet-300-100)
+LAYERS = [
+    ("alexnet/fc6", 4096, 9216, 0.09), ("alexnet/fc7", 4096, 4096, 0.09),
+    ("alexnet/fc8", 1000, 4096, 0.25),
+    ("vgg16/fc6", 4096, 25088, 0.04), ("vgg16/fc7", 4096, 4096, 0.04),
+    ("vgg16/fc8", 1000, 4096, 0.23),
+    ("lenet300/ip1", 300, 784, 0.07), ("lenet300/ip2", 100, 300, 0.09),
+    ("lenet300/ip3", 10, 100, 0.25),
+]
+QUICK = {"alexnet/fc7", "lenet300/ip1", "lenet300/ip3"}
+BATCHES = (1, 64)
+BANDWIDTH_MB = 256
+GOALS = {"b1_vs_dense": 3.0, "b1_vs_scipy": 1.5, "b1_vs_torch": 1.0,
+         "b64_vs_dense": 1.0, "b64_vs_torch": 1.0}
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "nsz", "arcp", "contract"})
+def _parallel_sum(a):
+    total = 0.0
+    for i in numba.prange(a.shape[0]):
+        total += a[i]
+    return total
+
+
+def bandwidth(threads: int, repeats: int) -> float:
+    """Bytes per second of a `threads`-thread streaming sum over 256 MB of float32."""
+    a = np.ones(BANDWIDTH_MB * 2**20 // 4, dtype=np.float32)
+    with limit_threads(threads):
+        _parallel_sum(a)
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _parallel_sum(a)
+            samples.append(time.perf_counter() - t0)
+    return a.nbytes / median(samples)
+
+
+def race(fns: dict, repeats: int, min_time: float) -> dict:
+    """Median seconds per call of each fn; rounds interleave the implementations."""
+    loops = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        loops[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / loops[name])
+    return {name: median(s) for name, s in samples.items()}
+
+
+def random_layer(out: int, n_in: int, density: float, rng: np.random.Generator) -> np.ndarray:
+    w = np.zeros((out, n_in), dtype=np.float32)
+    for r0 in range(0, out, 256):  # by row blocks: no (out, in) float64 temporary
+        r1 = min(out, r0 + 256)
+        mask = rng.random((r1 - r0, n_in), dtype=np.float32) < density
+        w[r0:r1][mask] = rng.standard_normal(int(mask.sum()), dtype=np.float32)
+    return w
+
+
+def torch_csr(csr):
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int32)),
+                                   torch.from_numpy(csr.indices.astype(np.int32)),
+                                   torch.from_numpy(csr.data), size=csr.shape,
+                                   check_invariants=False)
+
+
+def parse_bits(text: str) -> list[tuple[int, int | str]]:
+    out = []
+    for part in text.split(","):
+        wb, ib = part.split(":")
+        out.append((int(wb), ib if ib == "auto" else int(ib)))
+    return out
+
+
+def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw, rng):
+    import scipy.sparse as sp
+    w = random_layer(out, n_in, density, rng)
+    mats = {}
+    for wb, ib in bits:
+        t0 = time.perf_counter()
+        mats[f"ours {wb}:{ib}"] = CompressedMatrix.from_dense(w, wb, ib)
+        mats[f"ours {wb}:{ib}"].build_s = time.perf_counter() - t0
+    first = next(iter(mats.values()))
+    dense = first.to_dense()  # the peers multiply the same quantized weights (5:5 codebook)
+    csr = sp.csr_matrix(dense)
+    csr.indices = csr.indices.astype(np.int32)
+    csr.indptr = csr.indptr.astype(np.int32)
+    tcsr = torch_csr(csr)
+    nnz = int(csr.nnz)
+    rows = []
+    for batch in BATCHES:
+        shape = (n_in,) if batch == 1 else (n_in, batch)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        fns, checks = {}, {}
+        for key, m in mats.items():
+            d = m.to_dense()
+            checks[key] = (d.astype(np.float64) @ x, np.abs(d) @ np.abs(x))
+            fns[key] = (lambda m=m: m.matmul(x)) if batch == 1 else (lambda m=m: m.matmul_t(x))
+        fns["dense"] = lambda: dense @ x
+        fns["scipy"] = lambda: csr @ x
+        if tcsr is not None:
+            import torch
+            tx = torch.from_numpy(x)
+            fns["torch"] = (lambda: torch.mv(tcsr, tx)) if batch == 1 else (
+                lambda: torch.mm(tcsr, tx))
+        with limit_threads(threads):
+            for key, fn in fns.items():  # warm up and check every implementation
+                got = np.asarray(fn())
+                want, scale = checks.get(key, checks[next(iter(mats))])
+                assert got.shape == want.shape, (key, got.shape)
+                assert np.all(np.abs(got - want) <= 1e-4 * scale + 1e-6), f"{name} {key} wrong"
+            times = race(fns, repeats, min_time)
+        nbytes = {"dense": 4 * out * n_in, "scipy": 8 * nnz + 4 * (out + 1),
+                  "torch": 8 * nnz + 4 * (out + 1) if tcsr is not None else None}
+        for key, m in mats.items():
+            extra = 0
+            if batch > 1:
+                extra = sum(a.nbytes for a in m._col_split(batch))
+            nbytes[key] = m.nbytes + extra
+        row = {"layer": name, "out": out, "in": n_in, "density": density, "nnz": nnz,
+               "batch": batch, "time_s": {k: times.get(k) for k in nbytes},
+               "bytes": nbytes,
+               "bound_s": {k: (b / bw if b is not None else None) for k, b in nbytes.items()},
+               "ours": {k: {"weight_bits": m.weight_bits, "index_bits": m.index_bits,
+                            "entries": m.n_entries, "fillers": m.n_entries - m.nnz,
+                            "word_bytes": m.words.itemsize, "build_s": m.build_s}
+                        for k, m in mats.items()}}
+        row["speedup"] = {k: {peer: (times[peer] / times[k] if peer in times else None)
+                              for peer in ("dense", "scipy", "torch")} for k in mats}
+        rows.append(row)
+    return rows
+
+
+def goals(rows: list[dict], keys: list[str]) -> dict:
+    """Which issue-6 goals each variant of ours meets (AlexNet and VGG FC layers)."""
+    res = {}
+    for key in keys:
+        misses = []
+        for r in rows:
+            if not r["layer"].startswith(("alexnet", "vgg16")):
+                continue
+            s = r["speedup"][key]
+            if r["batch"] == 1:
+                for peer, want in (("dense", GOALS["b1_vs_dense"]),
+                                   ("scipy", GOALS["b1_vs_scipy"]),
+                                   ("torch", GOALS["b1_vs_torch"])):
+                    if s[peer] is not None and s[peer] < want:
+                        misses.append(f"{r['layer']} b1 vs {peer}: {s[peer]:.2f}x < {want}x")
+            elif r["density"] <= 0.10:
+                for peer in ("dense", "torch"):
+                    if s[peer] is not None and s[peer] <= 1.0:
+                        misses.append(f"{r['layer']} b{r['batch']} vs {peer}: {s[peer]:.2f}x")
+        res[key] = {"met": not misses, "misses": misses}
+    return res
+
+
+def markdown(rows: list[dict], keys: list[str], env: dict, bw: float, args, met: dict) -> str:
+    ms = lambda t: "-" if t is None else f"{t * 1e3:.3f}"  # noqa: E731
+    lines = [f"# bench/kernels.py: {env['cpu']}, {env['cores']} cores, threads={args.threads}, "
+             f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, "
+             f"python {env['python']}",
+             f"# median of {args.repeats} interleaved rounds (>= {args.min_time}s each); times "
+             f"in ms; ratio = peer time / our time (> 1: ours faster); measured bandwidth "
+             f"{bw / 1e9:.1f} GB/s ({args.threads}-thread sum over {BANDWIDTH_MB} MB)",
+             f"# command: {' '.join(['python', 'bench/kernels.py'] + sys.argv[1:])}", ""]
+    head = "| layer | density | batch | " + " | ".join(keys) + " | dense | scipy | torch | "
+    head += " | ".join(f"{k} vs dense/scipy/torch" for k in keys) + " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        t = r["time_s"]
+        cells = [r["layer"], f"{r['density']:.0%}", str(r["batch"])]
+        cells += [ms(t[k]) for k in keys] + [ms(t["dense"]), ms(t["scipy"]), ms(t["torch"])]
+        for k in keys:
+            s = r["speedup"][k]
+            cells.append(" / ".join("-" if s[p] is None else f"{s[p]:.2f}"
+                                    for p in ("dense", "scipy", "torch")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Bytes of the matrix read per product and the bandwidth bound (bytes / "
+              "bandwidth, ms); entries = non-zeros + fillers.", ""]
+    head = ("| layer | batch | nnz | " + " | ".join(f"{k} entries (B/entry)" for k in keys)
+            + " | " + " | ".join(f"{k} MB (bound)" for k in keys)
+            + " | dense MB (bound) | CSR MB (bound) |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        b, bo = r["bytes"], r["bound_s"]
+        cells = [r["layer"], str(r["batch"]), str(r["nnz"])]
+        cells += [f"{r['ours'][k]['entries']} ({r['ours'][k]['word_bytes']})" for k in keys]
+        cells += [f"{b[k] / 1e6:.2f} ({ms(bo[k])})" for k in keys]
+        cells += [f"{b['dense'] / 1e6:.2f} ({ms(bo['dense'])})",
+                  f"{b['scipy'] / 1e6:.2f} ({ms(bo['scipy'])})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Goals (AlexNet and VGG FC layers): batch 1 >= 3x dense, >= 1.5x scipy, faster "
+              "than torch; batch 64 at density <= 10% faster than dense and torch.", ""]
+    for k in keys:
+        lines.append(f"- {k}: {'MET' if met[k]['met'] else 'NOT MET'}"
+                     + ("" if met[k]["met"] else ": " + "; ".join(met[k]["misses"])))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds per median")
+    ap.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
+    ap.add_argument("--bits", default="5:5,4:4,5:auto",
+                    help="comma-separated weight_bits:index_bits variants of ours")
+    ap.add_argument("--quick", action="store_true", help="three layers only (smoke run)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/results/kernels.json", help="JSON results")
+    ap.add_argument("--md", default="bench/results/kernels.md", help="markdown table")
+    args = ap.parse_args()
+    _import_project()
+    bits = parse_bits(args.bits)
+    keys = [f"ours {wb}:{ib}" for wb, ib in bits]
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(args.seed)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    bw = bandwidth(args.threads, 5)
+    rows = []
+    for name, out, n_in, density in LAYERS:
+        if args.quick and name not in QUICK:
+            continue
+        rows += measure_layer(name, out, n_in, density, bits, args.threads, args.repeats,
+                              args.min_time, bw, rng)
+    env = environment(args.threads, args.seed)
+    env["loadavg_before"] = load_before
+    env["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    met = goals(rows, keys)
+    md = markdown(rows, keys, env, bw, args, met)
+    print(md, end="")
+    write_json(args.out, {"env": env, "bandwidth_bytes_per_s": bw, "repeats": args.repeats,
+                          "min_time_s": args.min_time, "bits": [list(b) for b in bits],
+                          "command": " ".join(["python", "bench/kernels.py"] + sys.argv[1:]),
+                          "goals": GOALS, "goals_met": met, "results": rows})
+    if args.md:
+        Path(args.md).write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
