@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+# Run as a script, Python puts bench/ first on sys.path, where bench/kernels.py would shadow the
+# kernels package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from _common import environment, median, write_json  # noqa: E402
+from bench._common import environment, median, write_json  # noqa: E402
 
 ARCHS = ("lenet-300-100", "lenet-5")
 BATCHES = (1, 256)

@@ -39,30 +39,17 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "kernels":
-    # The scripts in bench/ run with bench/ first on sys.path, so their ``import kernels`` (and
-    # dc_engine's) finds this file, not the package: hand the package over in its place.
-    import importlib.util
-
-    _pkg = Path(__file__).resolve().parent.parent / "kernels" / "__init__.py"
-    _spec = importlib.util.spec_from_file_location("kernels", _pkg,
-                                                   submodule_search_locations=[str(_pkg.parent)])
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["kernels"] = _module
-    _spec.loader.exec_module(_module)
+# Run as a script, Python puts bench/ first on sys.path, where bench/kernels.py would shadow the
+# kernels package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench._common import environment, median, write_json  # noqa: E402
+from dc_engine.matrix import CompressedMatrix  # noqa: E402
+from dc_engine.threads import limit_threads  # noqa: E402
 
-def _import_project():
-    """The project imports, done by main() only (none when this file stands in for kernels)."""
-    global CompressedMatrix, limit_threads, environment, median, write_json
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import environment, median, write_json
-    from dc_engine.matrix import CompressedMatrix
-    from dc_engine.threads import limit_threads
 
 # (name, out, in, density) -- DC Table 4 (AlexNet), Table 5 (VGG-16), Table 1 (LeNet-300-100)
 LAYERS = [
@@ -284,7 +271,6 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/kernels.json", help="JSON results")
     ap.add_argument("--md", default="bench/results/kernels.md", help="markdown table")
     args = ap.parse_args()
-    _import_project()
     bits = parse_bits(args.bits)
     keys = [f"ours {wb}:{ib}" for wb, ib in bits]
     try:

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, Python puts bench/ first on sys.path, where bench/kernels.py would shadow the
+# kernels package: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from _common import environment, median, write_json  # noqa: E402
+from bench._common import environment, median, write_json  # noqa: E402
 
 from dc_engine import zoo  # noqa: E402
 from dc_engine.data import load_mnist  # noqa: E402
