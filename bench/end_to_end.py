@@ -6,8 +6,9 @@ run by :mod:`dc_engine.runtime` on the sparse-quantized kernels) and its dense d
 engine's layers, i.e. NumPy/BLAS for the products), and times ``forward`` on real MNIST test
 images at batch 1 and batch 256 (plus, when installed, PyTorch 2.x running the same dense
 weights, as the framework a user would otherwise pick). Every time is the median of
-``--repeats`` samples, each looping the call for at least ``--min-time`` seconds; everything
-runs once before timing (Numba compilation / cache load). The outputs are checked to agree.
+``--repeats`` samples, each looping the call for at least ``--min-time`` seconds, one
+implementation at a time after a discarded warm-up sample; everything runs once before timing
+(Numba compilation / cache load). The outputs are checked to agree.
 
 Usage::
 
@@ -35,20 +36,25 @@ ARCHS = ("lenet-300-100", "lenet-5")
 BATCHES = (1, 256)
 
 
-def timeit(fn, repeats: int, min_time: float) -> float:
-    """Median seconds per call over ``repeats`` samples, each of >= ``min_time`` seconds."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-9)
-    loops = max(1, int(math.ceil(min_time / one)))
-    samples = []
-    for _ in range(repeats):
+def timeit(fns: dict, repeats: int, min_time: float) -> dict:
+    """Median seconds per call of each function over ``repeats`` samples, each sample looping
+    the call for >= ``min_time`` seconds. One function at a time, after a discarded warm-up
+    sample: interleaving them made each pay for the previous one's spinning OpenMP/BLAS
+    threads (PyTorch fell from ~17,000 to ~5,000 LeNet-5 images/s at batch 256)."""
+    out = {}
+    for name, fn in fns.items():
+        fn()
         t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return median(samples)
+        fn()
+        loops = max(1, int(math.ceil(min_time / max(time.perf_counter() - t0, 1e-9))))
+        samples = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                fn()
+            samples.append((time.perf_counter() - t0) / loops)
+        out[name] = median(samples[1:])
+    return out
 
 
 def torch_model(dense):
@@ -117,24 +123,26 @@ def main() -> int:
                 ref = dense.forward(x)
                 np.testing.assert_allclose(cm.forward(x), ref, rtol=1e-4,
                                            atol=1e-4 * float(np.abs(ref).max()))
-                t_c = timeit(lambda: cm.forward(x), args.repeats, args.min_time)
-                t_d = timeit(lambda: dense.forward(x), args.repeats, args.min_time)
-                row = {"model": arch, "batch": b, "compressed_s": t_c, "dense_s": t_d,
-                       "compressed_img_s": b / t_c, "dense_img_s": b / t_d,
-                       "speedup_vs_dense": t_d / t_c, "torch_s": None, "torch_img_s": None,
-                       "speedup_vs_torch": None, "file_bytes": cm.file_bytes,
-                       "dense_weight_bytes": 4 * dense.num_params()}
+                fns = {"compressed": lambda: cm.forward(x), "dense": lambda: dense.forward(x)}
                 if tm is not None:
                     xt = torch.from_numpy(x)
                     with torch.inference_mode():
                         np.testing.assert_allclose(tm(xt).numpy(), ref, rtol=1e-4,
                                                    atol=1e-4 * float(np.abs(ref).max()))
 
-                        def run_torch():
+                    def run_torch():
+                        with torch.inference_mode():
                             tm(xt)
 
-                        t_t = timeit(run_torch, args.repeats, args.min_time)
-                    row.update(torch_s=t_t, torch_img_s=b / t_t, speedup_vs_torch=t_t / t_c)
+                    fns["torch"] = run_torch
+                t = timeit(fns, args.repeats, args.min_time)
+                t_c, t_d, t_t = t["compressed"], t["dense"], t.get("torch")
+                row = {"model": arch, "batch": b, "compressed_s": t_c, "dense_s": t_d,
+                       "compressed_img_s": b / t_c, "dense_img_s": b / t_d,
+                       "speedup_vs_dense": t_d / t_c, "torch_s": t_t,
+                       "torch_img_s": None if t_t is None else b / t_t,
+                       "speedup_vs_torch": None if t_t is None else t_t / t_c,
+                       "file_bytes": cm.file_bytes, "dense_weight_bytes": 4 * dense.num_params()}
                 rows.append(row)
 
     env = environment(args.threads, seed=0)

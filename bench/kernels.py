@@ -177,7 +177,7 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
         for key, m in mats.items():
             extra = 0
             if batch > 1:
-                extra = sum(a.nbytes for a in m._col_split(batch))
+                extra = sum(a.nbytes for a in m._plan(batch)[2])
             nbytes[key] = m.nbytes + extra
         row = {"layer": name, "out": out, "in": n_in, "density": density, "nnz": nnz,
                "batch": batch, "time_s": {k: times.get(k) for k in nbytes},

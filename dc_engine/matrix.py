@@ -20,14 +20,17 @@ import kernels
 from .codebook import MAX_BITS, quantize_weights
 
 SERIAL_ENTRIES = 16_384
-"""Below this many entries the products run on the calling thread: a parallel launch costs
-about 2 us here, more than a LeNet-sized product (docs/KERNELS.md)."""
+"""Below this much work (entries x input columns) the products run on the calling thread: a
+parallel launch costs about 2 us here, more than a LeNet-sized product (docs/KERNELS.md)."""
 BLOCKS_PER_THREAD = 4
 """Row blocks per Numba thread (balanced by entry count)."""
 TILE_BYTES = 1 << 20
 """Bytes of ``Xt`` per column tile in :meth:`CompressedMatrix.matmul_t` (fits the 2 MB L2)."""
 BLOCK_N = 64
 """Columns of ``Xt`` per task in :meth:`CompressedMatrix.matmul_t`."""
+WIDE_BLOCK_N = 512
+"""Most columns of ``Xt`` per task when ``Xt`` is wide enough to split by columns (conv
+layers: 512 ran LeNet-5's conv2 im2col product 1.6x faster than 64; docs/KERNELS.md)."""
 
 
 def _check_bits(value, what: str) -> int:
@@ -228,8 +231,10 @@ class CompressedMatrix:
 
     # ------------------------------------------------------------------ products
 
-    def _row_blocks(self) -> np.ndarray:
-        threads = 1 if self.n_entries < SERIAL_ENTRIES else numba.get_num_threads()
+    def _row_blocks(self, n: int = 1) -> np.ndarray:
+        """Row blocks for ``n`` columns of input: one (the calling thread) when the work,
+        entries x columns, is below :data:`SERIAL_ENTRIES`."""
+        threads = 1 if self.n_entries * max(n, 1) < SERIAL_ENTRIES else numba.get_num_threads()
         blocks = self._blocks.get(threads)
         if blocks is None:
             blocks = kernels.sq_row_blocks(self.rowptr, BLOCKS_PER_THREAD * threads
@@ -237,8 +242,17 @@ class CompressedMatrix:
             self._blocks[threads] = blocks
         return blocks
 
-    def _col_split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        tile = max(1, min(self.shape[1], TILE_BYTES // (4 * min(max(n, 1), BLOCK_N))))
+    def _plan(self, n: int) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
+        """Row blocks, columns per task and column split of :meth:`matmul_t` for ``n``
+        columns. Wide inputs (convolutions) go to threads in chunks of columns
+        (:func:`kernels.sq_matmul_t`); there, chunks of up to :data:`WIDE_BLOCK_N` columns
+        amortise the per-row work of a chunk."""
+        blocks = self._row_blocks(n)
+        block_n = min(WIDE_BLOCK_N, max(BLOCK_N, n // max(1, blocks.size - 1)))
+        return blocks, block_n, self._col_split(n, block_n)
+
+    def _col_split(self, n: int, block_n: int) -> tuple[np.ndarray, np.ndarray]:
+        tile = max(1, min(self.shape[1], TILE_BYTES // (4 * min(max(n, 1), block_n))))
         split = self._split.get(tile)
         if split is None:
             n_tiles = max(1, -(-self.shape[1] // tile))
@@ -313,10 +327,11 @@ class CompressedMatrix:
         yt = np.empty((out, xt.shape[1]), dtype=np.float32)
         if xt.shape[1] == 0 or out == 0:
             return yt
-        split_k, split_col = self._col_split(xt.shape[1])
-        kernels.sq_matmul_t(self.words, split_k, split_col, self._row_blocks(),
-                            self.index_bits, self.codebook, xt, BLOCK_N, yt)
+        blocks, block_n, (split_k, split_col) = self._plan(xt.shape[1])
+        kernels.sq_matmul_t(self.words, split_k, split_col, blocks, self.index_bits,
+                            self.codebook, xt, block_n, yt)
         return yt
 
 
-__all__ = ["CompressedMatrix", "best_index_bits", "SERIAL_ENTRIES", "BLOCK_N", "TILE_BYTES"]
+__all__ = ["CompressedMatrix", "best_index_bits", "SERIAL_ENTRIES", "BLOCK_N", "WIDE_BLOCK_N",
+           "TILE_BYTES"]

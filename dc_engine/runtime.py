@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,10 @@ class CompressedConv2D(_CompressedLayer):
 
     type_name = "Conv2D"
 
+    def __init__(self, name: str, hyperparameters: dict, decoded: dict):
+        super().__init__(name, hyperparameters, decoded)
+        self._local = threading.local()
+
     def output_shape(self, input_shape: tuple) -> tuple:
         return self._shape_check().output_shape(input_shape)
 
@@ -111,7 +116,7 @@ class CompressedConv2D(_CompressedLayer):
                              f"got {c}")
         oh, ow = self._shape_check().output_shape((c, h, w))[1:]
         x = np.ascontiguousarray(x, dtype=np.float32)
-        cols = np.empty((c * k * k, n * oh * ow), dtype=np.float32)
+        cols = self._scratch((c * k * k, n * oh * ow))
         if s == 1 and p == 0:
             kernels.im2col_valid(x, k, k, oh, ow, cols)
         else:
@@ -119,6 +124,15 @@ class CompressedConv2D(_CompressedLayer):
         y = self.matrix.matmul_t(cols)  # (out, N*oh*ow)
         y = y.reshape(-1, n, oh, ow).transpose(1, 0, 2, 3)
         return np.add(y, self.bias.reshape(1, -1, 1, 1), order="C")
+
+    def _scratch(self, shape: tuple) -> np.ndarray:
+        """A reused im2col buffer, one per thread (a fresh 10 MB array each call costs more
+        in page faults than the product itself)."""
+        buf = getattr(self._local, "cols", None)
+        if buf is None or buf.size < shape[0] * shape[1]:
+            buf = np.empty(shape[0] * shape[1], dtype=np.float32)
+            self._local.cols = buf
+        return buf[:shape[0] * shape[1]].reshape(shape)
 
     def dense_layer(self) -> Conv2D:
         layer = Conv2D(**self.hyperparameters, name=self.name)

@@ -314,7 +314,9 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
 
     For each entry of row ``r``: ``Yt[r, :] += codebook[code] * Xt[col, :]``, over column tiles
     (:func:`sq_col_split`) so that a tile of ``Xt`` stays in cache while all rows of a block use
-    it, and over blocks of ``block_n`` columns of ``Xt``.
+    it, and over blocks of ``block_n`` columns of ``Xt``. Threads take row blocks, or, when
+    ``Xt`` has at least as many chunks of ``block_n`` columns as there are row blocks
+    (convolutions), chunks of columns with all rows; ``blocks`` of one block means serial.
 
     Parameters
     ----------
@@ -337,6 +339,14 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
         for n0 in range(0, n, block_n):
             _matmul_t_task(words, split_k, split_col, blocks[0], blocks[1], n0,
                            min(n, n0 + block_n), index_bits, codebook, xt, yt)
+        return
+    n_chunks = (n + block_n - 1) // block_n
+    if n_chunks >= n_blocks:
+        # Wide Xt (a convolution's im2col columns): threads take chunks of columns, all rows,
+        # so Xt is read once (by row blocks, every block would stream all of Xt again).
+        for j in prange(n_chunks):
+            _matmul_t_task(words, split_k, split_col, 0, yt.shape[0], j * block_n,
+                           min(n, (j + 1) * block_n), index_bits, codebook, xt, yt)
         return
     for b in prange(n_blocks):
         for n0 in range(0, n, block_n):
