@@ -16,9 +16,9 @@ compress it with ``CompressedMatrix.from_dense(W, wb, ib)`` for each ``--bits`` 
 
 Everyone gets the same thread count: ``numba.set_num_threads`` and threadpoolctl (through
 ``dc_engine.threads.limit_threads``), ``torch.set_num_threads``. Each time is the median of
-``--repeats`` rounds; in a round every implementation runs in turn (so that load from other
-processes on this shared machine hits all of them alike), each sample looping the call for
-``--min-time`` seconds. Everything is warmed up (Numba compilation) before timing and every
+``--repeats`` samples, each looping the call for ``--min-time`` seconds, one implementation at
+a time after 0.3 s of untimed calls (``WARM_S``: interleaving them made each pay for the
+previous one's spinning BLAS/OpenMP threads, 8-15x on our kernel after a dense product). Everything is warmed up (Numba compilation) before timing and every
 result is checked against the dense product.
 
 Bytes read (the matrix only; ``x`` is the same for all): dense ``4*out*in``; CSR (scipy and
@@ -88,22 +88,35 @@ def bandwidth(threads: int, repeats: int) -> float:
     return a.nbytes / median(samples)
 
 
+WARM_S = 0.3
+"""Seconds each implementation runs, untimed, before its samples. Thread pools interfere: after
+a call, OpenBLAS's idle threads spin for ~0.1-0.2 s, and a 2-thread Numba kernel started in that
+window ran 8-15x slower here (0.33 -> 2.5-5 ms on an AlexNet fc7 shape); pausing instead let the
+pools fall asleep, and waking them cost more than a small product. So each implementation is
+timed in its own block, after running alone for WARM_S."""
+
+
 def race(fns: dict, repeats: int, min_time: float) -> dict:
-    """Median seconds per call of each fn; rounds interleave the implementations."""
-    loops = {}
+    """Median seconds per call of each fn: one implementation at a time, each after
+    :data:`WARM_S` of untimed calls, ``repeats`` samples of >= ``min_time`` seconds."""
+    out = {}
     for name, fn in fns.items():
         fn()
         t0 = time.perf_counter()
         fn()
-        loops[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+        one = max(time.perf_counter() - t0, 1e-9)
+        loops = max(1, int(min_time / one))
+        t_end = time.perf_counter() + WARM_S
+        while time.perf_counter() < t_end:
+            fn()
+        samples = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
-            for _ in range(loops[name]):
+            for _ in range(loops):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / loops[name])
-    return {name: median(s) for name, s in samples.items()}
+            samples.append((time.perf_counter() - t0) / loops)
+        out[name] = median(samples)
+    return out
 
 
 def random_layer(out: int, n_in: int, density: float, rng: np.random.Generator) -> np.ndarray:
@@ -221,7 +234,7 @@ def markdown(rows: list[dict], keys: list[str], env: dict, bw: float, args, met:
     lines = [f"# bench/kernels.py: {env['cpu']}, {env['cores']} cores, threads={args.threads}, "
              f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, "
              f"python {env['python']}",
-             f"# median of {args.repeats} interleaved rounds (>= {args.min_time}s each); times "
+             f"# median of {args.repeats} samples (>= {args.min_time}s each); times "
              f"in ms; ratio = peer time / our time (> 1: ours faster); measured bandwidth "
              f"{bw / 1e9:.1f} GB/s ({args.threads}-thread sum over {BANDWIDTH_MB} MB)",
              f"# command: {' '.join(['python', 'bench/kernels.py'] + sys.argv[1:])}", ""]
@@ -262,7 +275,7 @@ def markdown(rows: list[dict], keys: list[str], env: dict, bw: float, args, met:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds per median")
+    ap.add_argument("--repeats", type=int, default=7, help="timed samples per median")
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
     ap.add_argument("--bits", default="5:5,4:4,5:auto",
                     help="comma-separated weight_bits:index_bits variants of ours")
