@@ -80,6 +80,14 @@ MAX_WEIGHTS = 2**28
 103M weights). Trailing zeros cost no payload bytes, so the shape cannot be bounded by the
 payload length; this cap bounds the decoder's allocation instead."""
 MAX_U32 = 2**32 - 1
+SMALL_LAYER = 2**20
+"""Weights any payload may declare, however short it is."""
+MAX_WEIGHTS_PER_BYTE = 2**16
+"""Above :data:`SMALL_LAYER` weights, a payload must have at least one byte per this many
+weights. The relative index makes long zero runs cheap but not free (a filler per
+``2**index_bits`` zeros), so only a layer that is all or nearly all zeros could need more;
+the decoder allocates a code per weight, so this bounds the allocation by the file size (at
+most ~64K-fold) rather than by :data:`MAX_WEIGHTS` alone. The encoder refuses such layers."""
 
 _PREFIX = struct.Struct("<3sBBBB")
 _COUNTS = struct.Struct("<IIIII")
@@ -208,6 +216,12 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, max_len: int = M
         code_data.tobytes(),
         gap_data.tobytes(),
     ])
+    size = len(body) + _CRC.size
+    if idx.size > max(SMALL_LAYER, MAX_WEIGHTS_PER_BYTE * size):
+        raise ValueError(f"layer {name!r}: {idx.size} weights, {nnz} of them non-zero, encode to "
+                         f"{size} bytes, more than {MAX_WEIGHTS_PER_BYTE} weights per byte, "
+                         f"which decoders refuse (see MAX_WEIGHTS_PER_BYTE); a layer this empty "
+                         f"should be removed from the model")
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -255,6 +269,10 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
     if n_weights > MAX_WEIGHTS:
         raise DCFormatError(f"{pre} declared shape {shape} has {n_weights} weights, more than "
                             f"the cap of {MAX_WEIGHTS}: the header is corrupt")
+    if n_weights > max(SMALL_LAYER, MAX_WEIGHTS_PER_BYTE * size):
+        raise DCFormatError(f"{pre} declared shape {shape} has {n_weights} weights in a "
+                            f"{size}-byte payload, more than {MAX_WEIGHTS_PER_BYTE} weights per "
+                            f"byte: the header is corrupt")
     n_entries, nnz, n_bias, code_nbits, gap_nbits = _COUNTS.unpack_from(
         buf, _PREFIX.size + 4 * ndim)
     if n_entries > n_weights:
@@ -386,5 +404,5 @@ def payload_stats(payload, name: str = "layer") -> dict:
     return out
 
 
-__all__ = ["MAGIC", "FORMAT", "MAX_WEIGHTS", "header_size", "encode_layer", "decode_layer",
-           "payload_stats"]
+__all__ = ["MAGIC", "FORMAT", "MAX_WEIGHTS", "MAX_WEIGHTS_PER_BYTE", "SMALL_LAYER", "header_size",
+           "encode_layer", "decode_layer", "payload_stats"]

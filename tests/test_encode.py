@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -301,3 +302,29 @@ def test_encoder_rejects_bad_input(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         encode_layer(**args, name="fc")
+
+
+def test_large_shape_in_a_short_payload_is_rejected_before_allocating(rng):
+    """A few bytes cannot declare more than 2**20 weights beyond 2**16 per payload byte: the
+    decoder would allocate a code per weight (hundreds of MB for a 100-byte file)."""
+    p = encode_layer(np.array([[0, 3], [1, 0]], np.uint8), _codebook(2, rng), None, 2)
+    body = bytearray(p[:-4])
+    struct.pack_into("<2I", body, 7, 2**14, 2**14)  # 268M weights, under MAX_WEIGHTS
+    tracemalloc.start()
+    try:
+        with pytest.raises(DCFormatError, match="conv9.*weights per byte"):
+            decode_layer(_with_crc(bytes(body)), name="conv9")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_encoder_refuses_a_layer_decoders_would_refuse():
+    idx = np.zeros((2**13, 2**10), np.uint8)  # 2**23 weights, all pruned: ~60 bytes
+    cb = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="'empty'.*weights per byte"):
+        encode_layer(idx, cb, None, 5, name="empty")
+    idx[-1, -1] = 1  # one weight at the very end: fillers make the payload long enough
+    out = decode_layer(encode_layer(idx, cb, None, 5, name="ok"))
+    assert np.array_equal(out["idx"], idx)
