@@ -235,6 +235,13 @@ class CompressedModel:
         return sum(math.prod(l.weight_shape) + l.bias.size for l in self.layers
                    if isinstance(l, _CompressedLayer))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the weighted layers hold in memory: packed entries, row pointers and codebooks
+        (:attr:`CompressedMatrix.nbytes`) plus float32 biases."""
+        return sum(l.matrix.nbytes + l.bias.nbytes for l in self.layers
+                   if isinstance(l, _CompressedLayer))
+
     def to_dense(self) -> Model:
         """The decoded dense Model: ``W = codebook[idx]`` per layer, float32, bit-exact."""
         layers = []

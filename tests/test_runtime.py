@@ -54,6 +54,9 @@ def test_shipped_compressed_model_runs_like_its_quantized_model(arch, rng):
     assert out.dtype == np.float32 and out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert np.array_equal(cm.predict(x, batch_size=5), np.argmax(ref, axis=1))
+    weights = sum(l.matrix.n_entries for l in cm.layers if hasattr(l, "matrix"))
+    assert weights < cm.num_params() // 8  # pruned: packed entries, not one per weight
+    assert cm.nbytes < 4 * cm.num_params() // 8
     dense = cm.to_dense()
     for layer in qm.layers:
         if layer.params:
