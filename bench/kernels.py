@@ -18,8 +18,9 @@ Everyone gets the same thread count: ``numba.set_num_threads`` and threadpoolctl
 ``dc_engine.threads.limit_threads``), ``torch.set_num_threads``. Each time is the median of
 ``--repeats`` samples, each looping the call for ``--min-time`` seconds, one implementation at
 a time after 0.3 s of untimed calls (``WARM_S``: interleaving them made each pay for the
-previous one's spinning BLAS/OpenMP threads, 8-15x on our kernel after a dense product). Everything is warmed up (Numba compilation) before timing and every
-result is checked against the dense product.
+previous one's spinning BLAS/OpenMP threads, 8-15x on our kernel after a dense product).
+Everything is warmed up (Numba compilation) before timing and every result is checked against
+the dense product.
 
 Bytes read (the matrix only; ``x`` is the same for all): dense ``4*out*in``; CSR (scipy and
 torch, int32) ``4*nnz + 4*nnz + 4*(out+1)``; ours ``m.nbytes`` (packed entries + row pointers +

@@ -229,6 +229,6 @@ def quantize_model(model, config: QuantizeConfig, recipe: dict, x_train, y_train
 
 __all__ = [
     "INIT_METHODS", "MAX_BITS", "init_centroids", "kmeans_1d", "quantize_weights", "dequantize",
-    "centroid_grad", "distinct_nonzero", "index_dtype", "WeightShare", "share_layer", "QuantizeConfig",
-    "layer_report", "quantize_model",
+    "centroid_grad", "distinct_nonzero", "index_dtype", "WeightShare", "share_layer",
+    "QuantizeConfig", "layer_report", "quantize_model",
 ]
