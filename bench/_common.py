@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 
@@ -44,6 +46,34 @@ def environment(threads: int, seed: int) -> dict:
 
 def median(xs) -> float:
     return float(statistics.median(xs))
+
+
+WARM_S = 0.3
+"""Seconds of untimed calls before the samples of :func:`timeit` when asked for (``warm``).
+Thread pools interfere on 2 cores: after a call, OpenBLAS's idle threads spin for ~0.1-0.2 s,
+and a 2-thread Numba kernel started in that window ran 8-15x slower here (0.33 -> 2.5-5 ms on
+an AlexNet fc7 shape); interleaving implementations made each pay for the previous one's
+threads. So the benchmarks time one implementation at a time, after WARM_S of it alone."""
+
+
+def timeit(fn, repeats: int, min_time: float, warm: bool = False) -> float:
+    """Median seconds per call of ``fn()`` over ``repeats`` samples, each looping the call
+    until it lasts >= ``min_time`` seconds; two untimed calls first (Numba compilation / cache
+    load), then, with ``warm``, :data:`WARM_S` seconds of untimed calls."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    loops = max(1, int(math.ceil(min_time / max(time.perf_counter() - t0, 1e-9))))
+    t_end = time.perf_counter() + (WARM_S if warm else 0.0)
+    while time.perf_counter() < t_end:
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - t0) / loops)
+    return median(samples)
 
 
 def write_json(path: str | None, payload: dict) -> None:

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import lzma
-import math
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -46,7 +44,7 @@ import numpy as np
 # kernels package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench._common import environment, median, write_json  # noqa: E402
+from bench._common import environment, timeit, write_json  # noqa: E402
 
 import kernels  # noqa: E402
 from dc_engine import huffman, load  # noqa: E402
@@ -70,22 +68,6 @@ def clock_ghz() -> float | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def timeit(fn, repeats: int, min_time: float) -> float:
-    """Median seconds per call of fn() over `repeats` samples (after one warm-up call)."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-9)
-    loops = max(1, int(math.ceil(min_time / one)))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return median(samples)
 
 
 def entropy_bits(counts: np.ndarray) -> float:

@@ -18,9 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,34 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # kernels package: put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench._common import environment, median, write_json  # noqa: E402
+from bench._common import environment, timeit, write_json  # noqa: E402
 
 ARCHS = ("lenet-300-100", "lenet-5")
 BATCHES = (1, 256)
-
-
-def timeit(fns: dict, repeats: int, min_time: float) -> dict:
-    """Median seconds per call of each function over ``repeats`` samples, each sample looping
-    the call for >= ``min_time`` seconds. One function at a time, after a discarded warm-up
-    sample: interleaving them made each pay for the previous one's spinning OpenMP/BLAS
-    threads (PyTorch fell from ~17,000 to ~5,000 LeNet-5 images/s at batch 256)."""
-    out = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        loops = max(1, int(math.ceil(min_time / max(time.perf_counter() - t0, 1e-9))))
-        t_end = time.perf_counter() + 0.3  # untimed: other pools' spinning threads go idle
-        while time.perf_counter() < t_end:
-            fn()
-        samples = []
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            for _ in range(loops):
-                fn()
-            samples.append((time.perf_counter() - t0) / loops)
-        out[name] = median(samples[1:])
-    return out
 
 
 def torch_model(dense):
@@ -138,7 +112,7 @@ def main() -> int:
                             tm(xt)
 
                     fns["torch"] = run_torch
-                t = timeit(fns, args.repeats, args.min_time)
+                t = {k: timeit(f, args.repeats, args.min_time, warm=True) for k, f in fns.items()}
                 t_c, t_d, t_t = t["compressed"], t["dense"], t.get("torch")
                 row = {"model": arch, "batch": b, "compressed_s": t_c, "dense_s": t_d,
                        "compressed_img_s": b / t_c, "dense_img_s": b / t_d,

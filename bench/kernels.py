@@ -47,7 +47,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench._common import environment, median, write_json  # noqa: E402
+from bench._common import environment, median, timeit, write_json  # noqa: E402
 from dc_engine.matrix import CompressedMatrix  # noqa: E402
 from dc_engine.threads import limit_threads  # noqa: E402
 
@@ -87,37 +87,6 @@ def bandwidth(threads: int, repeats: int) -> float:
             _parallel_sum(a)
             samples.append(time.perf_counter() - t0)
     return a.nbytes / median(samples)
-
-
-WARM_S = 0.3
-"""Seconds each implementation runs, untimed, before its samples. Thread pools interfere: after
-a call, OpenBLAS's idle threads spin for ~0.1-0.2 s, and a 2-thread Numba kernel started in that
-window ran 8-15x slower here (0.33 -> 2.5-5 ms on an AlexNet fc7 shape); pausing instead let the
-pools fall asleep, and waking them cost more than a small product. So each implementation is
-timed in its own block, after running alone for WARM_S."""
-
-
-def race(fns: dict, repeats: int, min_time: float) -> dict:
-    """Median seconds per call of each fn: one implementation at a time, each after
-    :data:`WARM_S` of untimed calls, ``repeats`` samples of >= ``min_time`` seconds."""
-    out = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        one = max(time.perf_counter() - t0, 1e-9)
-        loops = max(1, int(min_time / one))
-        t_end = time.perf_counter() + WARM_S
-        while time.perf_counter() < t_end:
-            fn()
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(loops):
-                fn()
-            samples.append((time.perf_counter() - t0) / loops)
-        out[name] = median(samples)
-    return out
 
 
 def random_layer(out: int, n_in: int, density: float, rng: np.random.Generator) -> np.ndarray:
@@ -185,7 +154,7 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
                 want, scale = checks.get(key, checks[next(iter(mats))])
                 assert got.shape == want.shape, (key, got.shape)
                 assert np.all(np.abs(got - want) <= 1e-4 * scale + 1e-6), f"{name} {key} wrong"
-            times = race(fns, repeats, min_time)
+            times = {k: timeit(f, repeats, min_time, warm=True) for k, f in fns.items()}
         nbytes = {"dense": 4 * out * n_in, "scipy": 8 * nnz + 4 * (out + 1),
                   "torch": 8 * nnz + 4 * (out + 1) if tcsr is not None else None}
         for key, m in mats.items():
@@ -282,9 +251,14 @@ def main() -> int:
                     help="comma-separated weight_bits:index_bits variants of ours")
     ap.add_argument("--quick", action="store_true", help="three layers only (smoke run)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench/results/kernels.json", help="JSON results")
-    ap.add_argument("--md", default="bench/results/kernels.md", help="markdown table")
+    ap.add_argument("--out", help="JSON results (default bench/results/kernels.json; none with "
+                                  "--quick, so a smoke run never replaces the recorded results)")
+    ap.add_argument("--md", help="markdown table (default bench/results/kernels.md; none with "
+                                 "--quick)")
     args = ap.parse_args()
+    if not args.quick:
+        args.out = args.out or "bench/results/kernels.json"
+        args.md = args.md or "bench/results/kernels.md"
     bits = parse_bits(args.bits)
     keys = [f"ours {wb}:{ib}" for wb, ib in bits]
     try:
