@@ -46,10 +46,22 @@ def _recipe(model) -> dict:
                       "the zoo; give every retraining setting in the config's [prune.retrain]")
 
 
-def _read_stage_config(config_path, architecture: str, stage: str, cls):
-    """The [stage] table of ``config_path`` (default: the architecture's shipped config)."""
-    path = Path(config_path) if config_path else default_config_path(architecture)
-    table = load_toml(path).get(stage)
+def _read_stage_config(config_path, architecture: str, stage: str, cls,
+                       optional: bool = False):
+    """The [stage] table of ``config_path`` (default: the architecture's shipped config).
+
+    With ``optional``, a missing table (or no shipped config) gives ``cls()``, the defaults,
+    and the path None when no file was read."""
+    if config_path:
+        path = Path(config_path)
+    else:
+        try:
+            path = default_config_path(architecture)
+        except ConfigError:
+            if optional:
+                return cls(), None
+            raise
+    table = load_toml(path).get(stage, {} if optional else None)
     if not isinstance(table, dict):
         raise ConfigError(f"{path} has no [{stage}] table")
     try:
@@ -72,20 +84,7 @@ def read_encode_config(config_path, architecture: str) -> tuple[EncodeConfig, Pa
     """The [encode] table of ``config_path`` (default: the architecture's shipped config);
     defaults (5-bit indices) when the file has no [encode] table or the architecture has no
     shipped config."""
-    if config_path:
-        path = Path(config_path)
-    else:
-        try:
-            path = default_config_path(architecture)
-        except ConfigError:
-            return EncodeConfig(), None
-    table = load_toml(path).get("encode", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [encode] must be a table")
-    try:
-        return EncodeConfig.from_dict(table), path
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return _read_stage_config(config_path, architecture, "encode", EncodeConfig, optional=True)
 
 
 def _write_report(report: dict, out_path: Path, report_dir) -> str:
