@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .config import build_settings
 from .container import LayerRecord
 from .encode import MAX_BITS, decode_layer, encode_layer, payload_stats
 
@@ -80,11 +81,7 @@ class EncodeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EncodeConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown encode setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return build_settings(cls, d, "encode")
 
     def to_dict(self) -> dict:
         return asdict(self)

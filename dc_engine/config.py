@@ -97,4 +97,15 @@ def dump_toml(data: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["ConfigError", "load_toml", "dump_toml", "default_config_path", "CONFIG_DIR"]
+def build_settings(cls, table: dict, what: str):
+    """``cls(**table)`` for a settings dataclass; ValueError naming unknown keys (``what``:
+    e.g. "pruning", for the message)."""
+    known = set(cls.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**table)
+
+
+__all__ = ["ConfigError", "load_toml", "dump_toml", "default_config_path", "build_settings",
+           "CONFIG_DIR"]

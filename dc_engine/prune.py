@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from .config import build_settings
 from .layers import Dropout, Layer
 from .train import TrainConfig, check_stage_training, evaluate, fit, stage_train_config
 
@@ -222,12 +223,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PruneConfig:
-        d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown pruning setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return build_settings(cls, dict(d), "pruning")
 
 
 # ---------------------------------------------------------------------------- model level

@@ -24,6 +24,7 @@ import numpy as np
 from .codebook import (INIT_METHODS, MAX_BITS, _check_bits, _check_index, _check_method,
                        centroid_grad, dequantize, distinct_nonzero, index_dtype, init_centroids,
                        kmeans_1d, quantize_weights)
+from .config import build_settings
 from .optim import Tie
 from .train import TrainConfig, check_stage_training, evaluate, fit, stage_train_config
 
@@ -160,11 +161,7 @@ class QuantizeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantizeConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown quantization setting(s) {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return build_settings(cls, d, "quantization")
 
     def to_dict(self) -> dict:
         return asdict(self)
