@@ -32,19 +32,24 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 
 def _add_stage_parser(sub, name: str, summary: str, description: str, model: tuple[str, str],
-                      out_meta: str) -> None:
-    """A compression-stage command: MODEL --out FILE [--config --report-dir --force ...]."""
+                      out: tuple[str, str], tables: str | None = None,
+                      training: bool = True) -> argparse.ArgumentParser:
+    """A compression-stage command: MODEL --out FILE [--config --report-dir --force ...];
+    ``training`` adds --no-progress, --threads and --data. Returns the parser for extras."""
     p = sub.add_parser(name, help=summary, description=description)
     p.add_argument("model", metavar=model[0], help=model[1])
-    p.add_argument("--out", required=True, metavar=out_meta, help="where to save it")
+    p.add_argument("--out", required=True, metavar=out[0], help=out[1])
     p.add_argument("--config", metavar="FILE.toml",
-                   help=f"settings ([{name}] table); default: the architecture's shipped config")
+                   help=f"settings ({tables or f'[{name}] table'}); default: the "
+                        f"architecture's shipped config")
     p.add_argument("--report-dir", metavar="DIR",
-                   help="where the JSON report and the PNG go (default: the folder of --out)")
+                   help="where reports and figures go (default: the folder of --out)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_threads(p)
-    _add_data(p)
+    if training:
+        p.add_argument("--no-progress", action="store_true", help="no progress output")
+        _add_threads(p)
+        _add_data(p)
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "the shipped one for the model's architecture, dc_engine/configs/ARCH.toml). Writes the "
         "pruned model (an ordinary model file whose pruned weights are 0.0, with the settings "
         "and report in its metadata), STEM.report.json and STEM.weights.png.",
-        ("DENSE.h5", "the dense model to prune"), "PRUNED.h5")
+        ("DENSE.h5", "the dense model to prune"), ("PRUNED.h5", "where to save it"))
     _add_stage_parser(
         sub, "quantize", "stage 2: k-means weight sharing and centroid fine-tuning",
         "Cluster each layer's non-zero weights by 1-D k-means into a codebook (slot 0 is 0.0 for "
@@ -127,53 +132,37 @@ def _parser() -> argparse.ArgumentParser:
         "[quantize] table of a TOML config (default: the architecture's shipped config). Writes "
         "the quantized model (codebook + index per layer), STEM.report.json and "
         "STEM.codebook.png.",
-        ("PRUNED.h5", "the (pruned) model to quantize"), "QUANTIZED.h5")
+        ("PRUNED.h5", "the (pruned) model to quantize"), ("QUANTIZED.h5", "where to save it"))
 
-    cp = sub.add_parser(
-        "compress", help="the whole job: prune, quantize, Huffman-encode into MODEL.dc.h5",
-        description="Run the three stages of Deep Compression on a dense model: magnitude "
-                    "pruning with masked retraining ([prune]), k-means weight sharing with "
-                    "centroid fine-tuning ([quantize]) and Huffman coding of the weight codes "
-                    "and relative indices ([encode]), with settings from one TOML config "
-                    "(default: the architecture's shipped config). Prints each stage's table, "
-                    "the paper-style size table and the test error of the compressed file; "
-                    "writes STEM.report.json, STEM.sizes.json/.png and the stages' figures.")
-    cp.add_argument("model", metavar="DENSE.h5", help="the dense model to compress")
-    cp.add_argument("--out", required=True, metavar="MODEL.dc.h5",
-                    help="the compressed file (its folder is created if missing)")
-    cp.add_argument("--config", metavar="FILE.toml",
-                    help="settings ([prune], [quantize], [encode] tables); default: the "
-                         "architecture's shipped config")
-    cp.add_argument("--report-dir", metavar="DIR",
-                    help="where reports and figures go (default: the folder of --out)")
+    cp = _add_stage_parser(
+        sub, "compress", "the whole job: prune, quantize, Huffman-encode into MODEL.dc.h5",
+        "Run the three stages of Deep Compression on a dense model: magnitude pruning with "
+        "masked retraining ([prune]), k-means weight sharing with centroid fine-tuning "
+        "([quantize]) and Huffman coding of the weight codes and relative indices ([encode]), "
+        "with settings from one TOML config (default: the architecture's shipped config). "
+        "Prints each stage's table, the paper-style size table and the test error of the "
+        "compressed file; writes STEM.report.json, STEM.sizes.json/.png and the stages' "
+        "figures.",
+        ("DENSE.h5", "the dense model to compress"),
+        ("MODEL.dc.h5", "the compressed file (its folder is created if missing)"),
+        tables="[prune], [quantize], [encode] tables")
     cp.add_argument("--keep", action="store_true",
                     help="keep the intermediate models beside --out (STEM.pruned.h5, "
-                         "STEM.quantized.h5)")
+                         "STEM.quantized.h5); with --force they may be overwritten")
     cp.add_argument("--json", action="store_true",
                     help="print the whole report as JSON instead of the tables")
-    cp.add_argument("--force", action="store_true",
-                    help="overwrite --out (and, with --keep, the intermediates) if they exist")
-    cp.add_argument("--no-progress", action="store_true", help="no progress output")
-    _add_threads(cp)
-    _add_data(cp)
 
-    encp = sub.add_parser(
-        "encode", help="stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
-        description="Encode every layer of a quantized model (dc-engine quantize) as relative "
-                    "indices and codebook codes, Huffman-code both streams (Deep Compression "
-                    "Sec. 4) and write the compressed HDF5 file (docs/FORMAT.md); the file is "
-                    "read back and checked to decode to the quantized weights bit for bit. "
-                    "Settings: the [encode] table of the config (index_bits, default 5, or "
-                    "\"auto\"). Prints the size table; writes STEM.sizes.json and .png.")
-    encp.add_argument("model", metavar="QUANTIZED.h5", help="the quantized model")
-    encp.add_argument("--out", required=True, metavar="MODEL.dc.h5", help="the compressed file")
-    encp.add_argument("--config", metavar="FILE.toml",
-                      help="settings ([encode] table); default: the architecture's shipped "
-                           "config")
-    encp.add_argument("--report-dir", metavar="DIR",
-                      help="where the JSON report and the PNG go (default: the folder of --out)")
+    encp = _add_stage_parser(
+        sub, "encode", "stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
+        "Encode every layer of a quantized model (dc-engine quantize) as relative indices and "
+        "codebook codes, Huffman-code both streams (Deep Compression Sec. 4) and write the "
+        "compressed HDF5 file (docs/FORMAT.md); the file is read back and checked to decode to "
+        "the quantized weights bit for bit. Settings: the [encode] table of the config "
+        "(index_bits, default 5, or \"auto\"). Prints the size table; writes STEM.sizes.json "
+        "and .png.",
+        ("QUANTIZED.h5", "the quantized model"), ("MODEL.dc.h5", "the compressed file"),
+        training=False)
     encp.add_argument("--json", action="store_true", help="print the size report as JSON")
-    encp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     ip = sub.add_parser(
         "inspect", help="the size table of a compressed file, from the file alone",
