@@ -17,7 +17,7 @@ one dataset, the whole container costs about 0.65-1.1 KB over the payloads (most
 architecture attribute). The file size on disk
 is the number ``dc-engine inspect`` reports.
 
-Writes are atomic (:func:`dc_engine.store.atomic_write`); reads check every attribute and size
+Writes are atomic (:func:`dc_engine.h5io.atomic_write`); reads check every attribute and size
 before reading bytes, and raise :class:`~dc_engine.errors.DCFormatError` naming the file and the
 problem. This module moves bytes; :mod:`dc_engine.runtime` decodes them into a model.
 """
@@ -33,9 +33,8 @@ import h5py
 import numpy as np
 
 from .layers import LAYER_TYPES
-from .store import (COMPRESSED_KIND, DENSE_KIND, FORMAT_NAME, PathLike, _attr, _CORRUPT,
-                    _existing_file, _fail, _is_int, _json_attr, _reading, _set_attr,
-                    atomic_write, file_kind)
+from .h5io import (COMPRESSED_KIND, CORRUPT, DENSE_KIND, FORMAT_NAME, PathLike, atomic_write,
+                   attr, existing_file, fail, file_kind, is_int, json_attr, reading, set_attr)
 
 __all__ = ["COMPRESSED_VERSION", "COMPACT_LIMIT", "LayerRecord", "Container", "write", "read"]
 
@@ -114,10 +113,10 @@ def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]
 def _write(tmp: str, arch: str, blob: bytes) -> None:
     # meta_block_size: HDF5 otherwise reserves 2 KiB for metadata next to contiguous data
     with h5py.File(tmp, "w", libver=_LIBVER, meta_block_size=512) as f:
-        _set_attr(f, "format", FORMAT_NAME)
-        _set_attr(f, "kind", COMPRESSED_KIND)
+        set_attr(f, "format", FORMAT_NAME)
+        set_attr(f, "kind", COMPRESSED_KIND)
         f.attrs.create("version", np.uint8(COMPRESSED_VERSION))
-        _set_attr(f, "architecture", arch)
+        set_attr(f, "architecture", arch)
         if not blob:
             return
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -148,7 +147,7 @@ def write(path: PathLike, architecture: str, input_shape, layers: list[LayerReco
     ValueError, TypeError
         Bad names, types or shapes (checked before the disk is touched).
     FileNotFoundError, IsADirectoryError
-        As :func:`dc_engine.store.atomic_write`.
+        As :func:`dc_engine.h5io.atomic_write`.
     """
     arch = _architecture_json(architecture, input_shape, layers)
     blob = b"".join(bytes(r.payload) for r in layers if r.payload is not None)
@@ -161,22 +160,22 @@ def write(path: PathLike, architecture: str, input_shape, layers: list[LayerReco
 
 
 def _check_version(f: h5py.File, path: Path) -> int:
-    version = _attr(f, "version", path)
-    if not _is_int(version):
-        _fail(path, "bad attribute 'version'", "an integer",
+    version = attr(f, "version", path)
+    if not is_int(version):
+        fail(path, "bad attribute 'version'", "an integer",
               f"{type(version).__name__} {version!r:.80}", fix=_FIX)
     if version > COMPRESSED_VERSION:
-        _fail(path, "compressed format version too new",
+        fail(path, "compressed format version too new",
               f"version <= {COMPRESSED_VERSION}", f"version {int(version)}", fix=_UPGRADE)
     if version < 1:
-        _fail(path, "unsupported compressed format version",
+        fail(path, "unsupported compressed format version",
               f"version 1 to {COMPRESSED_VERSION}", f"version {int(version)}", fix=_FIX)
     return int(version)
 
 
 def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
     def bad(what: str, found) -> None:
-        _fail(path, "bad attribute 'architecture'", what, f"{found!r:.120}", fix=_FIX)
+        fail(path, "bad attribute 'architecture'", what, f"{found!r:.120}", fix=_FIX)
 
     if set(doc) != {"name", "input_shape", "layers"}:
         bad("keys name, input_shape, layers", sorted(doc))
@@ -184,7 +183,7 @@ def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
     if not isinstance(name, str):
         bad("a str 'name'", name)
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 8
-            or not all(_is_int(d) and 1 <= d <= 2**31 for d in shape)):
+            or not all(is_int(d) and 1 <= d <= 2**31 for d in shape)):
         bad("'input_shape' as 1 to 8 positive integers", shape)
     if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_LAYERS:
         bad(f"'layers' as a list of 1 to {MAX_LAYERS} layers", type(rows).__name__)
@@ -192,18 +191,18 @@ def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
     for row in rows:
         if (not isinstance(row, list) or len(row) != 4 or not isinstance(row[0], str)
                 or not isinstance(row[1], str) or not isinstance(row[2], dict)
-                or not _is_int(row[3]) or row[3] < 0):
+                or not is_int(row[3]) or row[3] < 0):
             bad("each layer as [name, type, {hyperparameters}, payload_bytes >= 0]", row)
         lname, ltype, hp, _ = row
         if lname in seen:
             bad("distinct layer names", lname)
         seen.add(lname)
         if ltype not in LAYER_TYPES:
-            _fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(ltype),
+            fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(ltype),
                   lname, fix=f"The file may come from a newer dc-engine. {_UPGRADE}")
         reserved = sorted(set(hp) & set(_RESERVED_HP))
         if reserved:
-            _fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
+            fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
                   f"keys {reserved}", lname, fix=_FIX)
     return name, tuple(int(d) for d in shape), rows
 
@@ -212,30 +211,30 @@ def _read_blob(f: h5py.File, path: Path, total: int) -> bytes:
     keys = set(f.keys())
     expected = {_DATASET} if total else set()
     if keys != expected:
-        _fail(path, "unexpected root members", f"{sorted(expected)}", f"{sorted(keys)}",
+        fail(path, "unexpected root members", f"{sorted(expected)}", f"{sorted(keys)}",
               fix=_FIX)
     if not total:
         return b""
     if not isinstance(f.get(_DATASET, getlink=True), h5py.HardLink):
-        _fail(path, f"bad member {_DATASET!r}", "a dataset stored in this file",
+        fail(path, f"bad member {_DATASET!r}", "a dataset stored in this file",
               "a soft or external link", fix=_FIX)
     ds = f[_DATASET]
     if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.shape != (total,):
         found = (f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset)
                  else type(ds).__name__)
-        _fail(path, f"bad dataset {_DATASET!r}",
+        fail(path, f"bad dataset {_DATASET!r}",
               f"uint8 bytes of shape ({total},) (the sum of the layers' payload sizes)", found,
-              fix=_CORRUPT)
+              fix=CORRUPT)
     plist = ds.id.get_create_plist()
     if (plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
             or plist.get_external_count() or plist.get_nfilters()):
-        _fail(path, f"unsupported storage for {_DATASET!r}",
+        fail(path, f"unsupported storage for {_DATASET!r}",
               "a compact or contiguous dataset without filters", "another layout", fix=_FIX)
     stored = ds.id.get_storage_size()
     if stored != total or total > f.id.get_filesize():
-        _fail(path, f"dataset {_DATASET!r} is truncated or unallocated",
+        fail(path, f"dataset {_DATASET!r} is truncated or unallocated",
               f"{total} stored bytes within the file",
-              f"{stored} stored bytes in a {f.id.get_filesize()}-byte file", fix=_CORRUPT)
+              f"{stored} stored bytes in a {f.id.get_filesize()}-byte file", fix=CORRUPT)
     return ds[()].tobytes()
 
 
@@ -251,17 +250,17 @@ def read(path: PathLike) -> Container:
         attribute, or a payload dataset that does not match it. Messages name the file and,
         where it applies, the layer.
     """
-    path = _existing_file(path)
-    with _reading(path) as f:
+    path = existing_file(path)
+    with reading(path) as f:
         kind = file_kind(f, path)
         if kind != COMPRESSED_KIND:
             hint = (" This is a dense model: compress it with `dc-engine encode` (quantized) or "
                     "`dc-engine compress` (dense)." if kind == DENSE_KIND else "")
-            _fail(path, "not a compressed model file", f"kind = {COMPRESSED_KIND!r}",
+            fail(path, "not a compressed model file", f"kind = {COMPRESSED_KIND!r}",
                   f"kind = {kind!r:.80}", fix=(hint.strip() or _FIX))
         version = _check_version(f, path)
         name, shape, rows = _parse_architecture(
-            _json_attr(f, "architecture", dict, path), path)
+            json_attr(f, "architecture", dict, path), path)
         blob = _read_blob(f, path, sum(r[3] for r in rows))
         file_bytes = f.id.get_filesize()
     layers, pos = [], 0

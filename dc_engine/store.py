@@ -1,4 +1,4 @@
-"""Model files in HDF5: save and load a dense model (the one module that imports h5py).
+"""Dense model files in HDF5: save and load a model (HDF5 plumbing in :mod:`dc_engine.h5io`).
 
 The layout, attributes, checksums, versioning policy and errors are specified in
 ``docs/FORMAT.md``. In short: root attributes name the format, its kind and version, the
@@ -17,35 +17,29 @@ loader allocate more than the file holds, and they close the file before returni
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn
 
 import h5py
 import numpy as np
 
 from .errors import DCFormatError
+from .h5io import (COMPRESSED_KIND, CORRUPT, DENSE_KIND, FORMAT_NAME, UPGRADE, PathLike,
+                   atomic_write, attr, existing_file, fail, file_kind, is_int, json_attr,
+                   reading, set_attr, str_attr)
 from .layers import LAYER_TYPES, Layer
 from .model import Model
 
 __all__ = ["DCFormatError", "FORMAT_NAME", "DENSE_VERSION", "DENSE_KIND", "save", "load",
            "read_metadata"]
 
-PathLike = Union[str, os.PathLike]
 logger = logging.getLogger(__name__)
 
-#: Value of the root attribute ``format`` of every dc-engine file.
-FORMAT_NAME = "dc-engine"
-#: Root attribute ``kind`` of a dense (uncompressed) model file.
-DENSE_KIND = "dense"
-#: Root attribute ``kind`` of a compressed model file (:mod:`dc_engine.container`).
-COMPRESSED_KIND = "compressed"
 #: Newest version of the dense kind this module writes and reads (2 = 1 + shared weights).
 DENSE_VERSION = 2
 #: First dense version that may hold shared weights (``codebook_<param>``, ``index_<param>``).
@@ -59,19 +53,15 @@ _PREFIXES = (_MASK_PREFIX, _CODEBOOK_PREFIX, _INDEX_PREFIX)  # no parameter name
 _MAX_BITS = 16  # widest index (uint16); equals quantize.MAX_BITS
 _MAX_CODES = 2**_MAX_BITS
 _RESERVED_HP = ("name", "rng", "dtype")  # passed by the loader itself, never from the file
-_NEW_FILE_MODE = 0o644  # mkstemp creates 0600; a new model file gets the usual mode
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FIX = ("Pass a model file written by dc_engine.store.save, or re-create it "
         "(e.g. re-run `dc-engine train`).")
-_UPGRADE = "Upgrade dc-engine (pip install -U dc-engine) to read it."
-_CORRUPT = ("The file is damaged (interrupted copy, disk error or edit): restore it from a "
-            "good copy or re-create it (e.g. re-run `dc-engine train`).")
 
 
 def _fail(path: Path, problem: str, expected: str, found: str, layer: str | None = None,
           fix: str = _FIX) -> NoReturn:
-    where = f"{path}" if layer is None else f"{path}, layer {layer!r}"
-    raise DCFormatError(f"{where}: {problem}: expected {expected}, found {found}. {fix}")
+    """:func:`dc_engine.h5io.fail` with the dense kind's advice as the default fix."""
+    fail(path, problem, expected, found, layer, fix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,15 +98,6 @@ def _group_key(index: int, count: int, name: str) -> str:
     """HDF5 name of layer ``index`` of ``count``: zero-padded index, ``_``, the layer name."""
     width = max(2, len(str(count - 1)))
     return f"{index:0{width}d}_{name.replace('/', '_')}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-# --------------------------------------------------------------------------------------------
-# Save
-# --------------------------------------------------------------------------------------------
 
 
 def _le(a: np.ndarray) -> np.ndarray:
@@ -271,46 +252,23 @@ def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
     return root, [_plan_layer(layer) for layer in model.layers]
 
 
-def _set_attr(obj: h5py.HLObject, key: str, value: Any) -> None:
-    """Set an attribute; a str becomes a fixed-length UTF-8 string (never variable-length)."""
-    if isinstance(value, str):
-        raw = value.encode("utf-8")
-        value = np.array(raw, dtype=h5py.string_dtype("utf-8", max(1, len(raw))))
-    obj.attrs.create(key, value)
-
-
 def _write_layer(group: h5py.Group, key: str, plan: dict) -> None:
     g = group.create_group(key)
     for k, v in plan["attrs"].items():
-        _set_attr(g, k, v)
+        set_attr(g, k, v)
     for dsname, data, crc in plan["arrays"]:
         ds = g.create_dataset(dsname, data=data)  # contiguous: no chunks, no filters
-        _set_attr(ds, "crc32", np.uint32(crc))
+        set_attr(ds, "crc32", np.uint32(crc))
 
 
 def _write_dense(tmp: str, root: dict, layers: list[dict]) -> None:
     with h5py.File(tmp, "w", libver=_LIBVER) as f:
         for k, v in root.items():
-            _set_attr(f, k, v)
+            set_attr(f, k, v)
         group = f.create_group("layers")
         for i, plan in enumerate(layers):
             _write_layer(group, _group_key(i, len(layers), plan["attrs"]["name"]), plan)
         f.flush()
-
-
-def _fsync_file(path: str) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename; not every platform can open a directory, which is then skipped."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
@@ -364,139 +322,9 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
     return target
 
 
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Create ``path`` through ``write(tmp)`` without ever leaving a half-written file.
-
-    ``write`` fills the temporary file ``tmp`` (in the target's folder); it is then fsync'ed,
-    given the target's mode (0644 for a new file) and renamed over the target with
-    ``os.replace``. On any error the temporary file is removed and an existing target is left
-    as it was. Returns the resolved target path.
-
-    Raises FileNotFoundError if the target's folder does not exist, IsADirectoryError if the
-    target is a directory, and whatever ``write`` raises.
-    """
-    target = Path(path).absolute()
-    folder = target.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot save to {target}: expected an existing folder "
-                                f"{folder}, found {'a file' if folder.exists() else 'nothing'}. "
-                                f"Create the folder first (mkdir -p) or pick another path.")
-    if target.is_dir():
-        raise IsADirectoryError(f"cannot save to {target}: expected a file path, found a "
-                                f"directory. Pass a file name such as {target / 'model.h5'}.")
-    mode = (target.stat().st_mode & 0o777) if target.exists() else _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, mode)
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-    return target.resolve()
-
-
 # --------------------------------------------------------------------------------------------
 # Load
 # --------------------------------------------------------------------------------------------
-
-
-def _existing_file(path: PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"model file not found: expected a dc-engine HDF5 file at {p}, "
-                                f"found nothing. Check the path, or create the file with "
-                                f"`dc-engine train`.")
-    if p.is_dir():
-        raise IsADirectoryError(f"expected a dc-engine model file at {p}, found a directory. "
-                                f"Pass the path of the .h5 file.")
-    return p
-
-
-def _open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        _fail(path, "not an HDF5 file or truncated",
-              "a complete dc-engine model file (HDF5)", f"a file HDF5 cannot open ({exc})",
-              fix=f"If it is a copy, copy it again; otherwise {_FIX[0].lower()}{_FIX[1:]}")
-
-
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[h5py.File]:
-    """Open ``path`` read-only; turn low-level read errors into DCFormatError; always close."""
-    f = _open(path)
-    try:
-        with f:
-            yield f
-    except DCFormatError:
-        raise
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, RecursionError) as exc:
-        _fail(path, "corrupt or truncated file", "readable dc-engine HDF5 structures",
-              f"an error while reading ({type(exc).__name__}: {exc})", fix=_CORRUPT)
-
-
-def _attr(obj: h5py.HLObject, key: str, path: Path, layer: str | None = None) -> Any:
-    """Read attribute ``key`` after checking its type and size (variable-length values live in
-    HDF5's global heap, which has no checksum: a damaged one can make HDF5 loop forever, so
-    they are refused unread)."""
-    if key not in obj.attrs:
-        _fail(path, f"missing attribute {key!r} on {obj.name}", f"attribute {key!r}",
-              "none", layer)
-    aid = obj.attrs.get_id(key)
-    if aid.dtype.hasobject or aid.get_storage_size() > obj.file.id.get_filesize():
-        _fail(path, f"bad attribute {key!r} on {obj.name}",
-              "a fixed-size value (dc-engine writes no variable-length attributes)",
-              f"type {aid.dtype} of {aid.get_storage_size()} bytes", layer)
-    return obj.attrs[key]
-
-
-def _str_attr(obj: h5py.HLObject, key: str, path: Path, layer: str | None = None) -> str:
-    value = _attr(obj, key, path, layer)
-    if isinstance(value, bytes):
-        with contextlib.suppress(UnicodeDecodeError):
-            value = value.decode("utf-8")
-    if not isinstance(value, str):
-        _fail(path, f"bad attribute {key!r} on {obj.name}", "a string",
-              f"{type(value).__name__} {value!r:.80}", layer)
-    return str(value)
-
-
-def _json_attr(obj: h5py.HLObject, key: str, kind: type, path: Path,
-               layer: str | None = None) -> Any:
-    raw = _str_attr(obj, key, path, layer)
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        _fail(path, f"broken JSON in attribute {key!r} on {obj.name}",
-              f"a JSON {kind.__name__}", f"{raw!r:.80} ({exc})", layer)
-    if not isinstance(value, kind):
-        _fail(path, f"bad attribute {key!r} on {obj.name}", f"a JSON {kind.__name__}",
-              f"{type(value).__name__} {raw!r:.80}", layer)
-    return value
-
-
-def file_kind(f: h5py.File, path: Path) -> str:
-    """The root attribute ``kind`` of an open dc-engine file (``"dense"`` or
-    ``"compressed"``), after checking ``format``; DCFormatError for a foreign file."""
-    found = "no 'format' attribute"
-    if "format" in f.attrs:
-        if f.attrs.get_id("format").dtype.hasobject:  # never read: see _attr
-            found = "a variable-length 'format' attribute, which dc-engine never writes"
-        else:
-            fmt = _attr(f, "format", path)
-            fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
-            ok = isinstance(fmt, str) and fmt == FORMAT_NAME
-            found = None if ok else f"format = {fmt!r:.80}"
-    if found is not None:
-        _fail(path, "foreign file", f"root attribute format = {FORMAT_NAME!r}", found,
-              fix="This HDF5 file was not written by dc-engine; pass a file written by "
-                  "dc_engine.store.save.")
-    return _str_attr(f, "kind", path)
 
 
 def _read_root(f: h5py.File, path: Path) -> dict:
@@ -504,9 +332,9 @@ def _read_root(f: h5py.File, path: Path) -> dict:
     kind = file_kind(f, path)
     if kind != DENSE_KIND:
         _fail(path, "unsupported file kind", f"kind = {DENSE_KIND!r}", f"kind = {kind!r:.80}",
-              fix=f"This dc-engine reads dense and compressed model files. {_UPGRADE}")
-    version = _attr(f, "version", path)
-    if not _is_int(version):
+              fix=f"This dc-engine reads dense and compressed model files. {UPGRADE}")
+    version = attr(f, "version", path)
+    if not is_int(version):
         _fail(path, "bad attribute 'version'", "an integer",
               f"{type(version).__name__} {version!r:.80}")
     if version > DENSE_VERSION:
@@ -514,32 +342,32 @@ def _read_root(f: h5py.File, path: Path) -> dict:
 
         _fail(path, "file format version too new",
               f"version <= {DENSE_VERSION} (the newest dense version dc-engine {__version__} "
-              f"reads)", f"version {int(version)}", fix=_UPGRADE)
+              f"reads)", f"version {int(version)}", fix=UPGRADE)
     if version < 1:
         _fail(path, "unsupported file format version", f"version 1 to {DENSE_VERSION}",
               f"version {int(version)}")
-    shape = _attr(f, "input_shape", path)
+    shape = attr(f, "input_shape", path)
     shape = np.asarray(shape)
     if (shape.ndim != 1 or shape.size == 0 or shape.dtype.kind not in "iu"
             or not np.all(shape >= 1)):
         _fail(path, "bad attribute 'input_shape'", "a 1-D array of positive integers",
               f"{shape!r:.80}")
-    meta_crc = _attr(f, "metadata_crc32", path)
-    got = zlib.crc32(_str_attr(f, "metadata", path).encode("utf-8"))
-    if not _is_int(meta_crc) or int(meta_crc) != got:
-        want = f"0x{int(meta_crc):08x}" if _is_int(meta_crc) else f"{meta_crc!r:.40}"
+    meta_crc = attr(f, "metadata_crc32", path)
+    got = zlib.crc32(str_attr(f, "metadata", path).encode("utf-8"))
+    if not is_int(meta_crc) or int(meta_crc) != got:
+        want = f"0x{int(meta_crc):08x}" if is_int(meta_crc) else f"{meta_crc!r:.40}"
         _fail(path, "CRC32 mismatch in attribute 'metadata' (corrupt data)", want,
-              f"0x{got:08x}", fix=_CORRUPT)
-    order = _json_attr(f, "layer_order", list, path)
+              f"0x{got:08x}", fix=CORRUPT)
+    order = json_attr(f, "layer_order", list, path)
     if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
         _fail(path, "bad attribute 'layer_order'", "a JSON list of distinct layer names",
               f"{order!r:.80}")
     return {
         "format": FORMAT_NAME, "kind": kind, "version": int(version),
-        "architecture": _str_attr(f, "architecture", path),
+        "architecture": str_attr(f, "architecture", path),
         "input_shape": tuple(int(d) for d in shape),
-        "dc_engine_version": _str_attr(f, "dc_engine_version", path),
-        "metadata": _json_attr(f, "metadata", dict, path),
+        "dc_engine_version": str_attr(f, "dc_engine_version", path),
+        "metadata": json_attr(f, "metadata", dict, path),
         "layer_order": order,
     }
 
@@ -564,7 +392,7 @@ def _layer_groups(f: h5py.File, order: list[str], path: Path) -> Iterator[tuple[
         group = layers[key]
         if not isinstance(group, h5py.Group):
             _fail(path, f"bad layer group {key!r}", "an HDF5 group", type(group).__name__, name)
-        stored = _str_attr(group, "name", path, name)
+        stored = str_attr(group, "name", path, name)
         if stored != name:
             _fail(path, f"layer group {key!r} has the wrong name", repr(name), repr(stored), name)
         yield name, group
@@ -594,7 +422,7 @@ def _datasets(group: h5py.Group, path: Path, layer: str) -> dict[str, h5py.Datas
             _fail(path, f"array {key!r} is truncated or unallocated",
                   f"{nbytes} stored bytes (shape {obj.shape}, {obj.dtype}) within the file",
                   f"{stored} stored bytes in a {obj.file.id.get_filesize()}-byte file", layer,
-                  fix=_CORRUPT)
+                  fix=CORRUPT)
         out[key] = obj
     return out
 
@@ -725,25 +553,25 @@ def _read_shared(layer: Layer, pname: str, datasets: tuple, dtypes: tuple,
 def _read_array(ds: h5py.Dataset, dtype: np.dtype, path: Path, layer: str) -> np.ndarray:
     """Read ``ds`` (shape and storage already checked) as ``dtype``; verify its CRC32."""
     key = ds.name.rsplit("/", 1)[-1]
-    crc = _attr(ds, "crc32", path, layer)
-    if not _is_int(crc) or not 0 <= crc <= 0xFFFFFFFF:
+    crc = attr(ds, "crc32", path, layer)
+    if not is_int(crc) or not 0 <= crc <= 0xFFFFFFFF:
         _fail(path, f"bad attribute 'crc32' of array {key!r}", "an unsigned 32-bit integer",
               f"{crc!r:.80}", layer)
     data = np.ascontiguousarray(ds[()], dtype=dtype)
     got = _crc32(data)
     if got != int(crc):
         _fail(path, f"CRC32 mismatch in array {key!r} (corrupt data)", f"0x{int(crc):08x}",
-              f"0x{got:08x}", layer, fix=_CORRUPT)
+              f"0x{got:08x}", layer, fix=CORRUPT)
     return data
 
 
 def _read_layer(group: h5py.Group, name: str, path: Path, version: int) -> Layer:
-    type_name = _str_attr(group, "type", path, name)
+    type_name = str_attr(group, "type", path, name)
     cls = LAYER_TYPES.get(type_name)
     if cls is None:
         _fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(type_name),
-              name, fix=f"The file may come from a newer dc-engine. {_UPGRADE}")
-    hp = _json_attr(group, "hyperparameters", dict, path, name)
+              name, fix=f"The file may come from a newer dc-engine. {UPGRADE}")
+    hp = json_attr(group, "hyperparameters", dict, path, name)
     reserved = sorted(set(hp) & set(_RESERVED_HP))
     if reserved:
         _fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
@@ -758,7 +586,7 @@ def _read_layer(group: h5py.Group, name: str, path: Path, version: int) -> Layer
             expected = shapes_of(hp)
         except (KeyError, TypeError):
             expected = None  # the constructor below rejects these hyperparameters
-        if expected is not None and all(_is_int(d) for s in expected.values() for d in s):
+        if expected is not None and all(is_int(d) for s in expected.values() for d in s):
             _check_shapes(expected, params, hp, path, name)
     try:
         layer = cls(**hp, name=name)
@@ -852,14 +680,14 @@ def load(path: PathLike) -> Model:
     Every shape and dtype is checked against the layer rebuilt from its hyperparameters
     before the array is read. The checks are listed in ``docs/FORMAT.md``.
     """
-    path = _existing_file(path)
-    with _reading(path) as f:
+    path = existing_file(path)
+    with reading(path) as f:
         kind = file_kind(f, path)
     if kind == COMPRESSED_KIND:
         from .runtime import load as load_compressed  # lazy: the runtime imports this module
 
         return load_compressed(path)
-    with _reading(path) as f:
+    with reading(path) as f:
         root = _read_root(f, path)
         layers = [_read_layer(g, name, path, root["version"]) for name, g in _layer_groups(
             f, root["layer_order"], path)]
@@ -895,15 +723,15 @@ def read_metadata(path: PathLike) -> dict:
         As :func:`load`, for the root attributes and the layer groups (arrays are not read,
         so CRC32 and value checks are not done).
     """
-    path = _existing_file(path)
+    path = existing_file(path)
     layers = []
-    with _reading(path) as f:
+    with reading(path) as f:
         root = _read_root(f, path)
         for name, g in _layer_groups(f, root["layer_order"], path):
             arrays = {k: {"shape": list(ds.shape), "dtype": str(ds.dtype)}
                       for k, ds in _datasets(g, path, name).items()}
-            layers.append({"name": name, "type": _str_attr(g, "type", path, name),
-                           "hyperparameters": _json_attr(g, "hyperparameters", dict, path, name),
+            layers.append({"name": name, "type": str_attr(g, "type", path, name),
+                           "hyperparameters": json_attr(g, "hyperparameters", dict, path, name),
                            "arrays": arrays})
     return {"path": str(path.resolve()), "file_size": os.path.getsize(path), **root,
             "input_shape": list(root["input_shape"]), "layers": layers}

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dc_engine
-from dc_engine import container, pipeline, runtime, store
+from dc_engine import container, h5io, pipeline, runtime, store
 from dc_engine.compress import EncodeConfig, encode_model, size_report, size_table
 from dc_engine.container import COMPACT_LIMIT, COMPRESSED_VERSION, LayerRecord
 from dc_engine.encode import encode_layer, payload_stats
@@ -102,7 +102,7 @@ def edit_architecture(path: Path, edit) -> None:
     with h5py.File(path, "r+") as f:
         doc = json.loads(f.attrs["architecture"].decode("utf-8"))
         new = edit(doc)
-        store._set_attr(f, "architecture", new if isinstance(new, str) else json.dumps(doc))
+        h5io.set_attr(f, "architecture", new if isinstance(new, str) else json.dumps(doc))
 
 
 def row(doc: dict, name: str) -> list:
@@ -549,7 +549,7 @@ def test_bad_version(small_file, value, match):
     path, _ = small_file
     with h5py.File(path, "r+") as f:
         del f.attrs["version"]
-        store._set_attr(f, "version", value)
+        h5io.set_attr(f, "version", value)
     with pytest.raises(DCFormatError, match=match):
         container.read(path)
     load_fails(path, match)
@@ -565,7 +565,7 @@ def test_missing_version(small_file):
 def test_wrong_kind(small_file):
     path, _ = small_file
     with h5py.File(path, "r+") as f:
-        store._set_attr(f, "kind", "sparse")
+        h5io.set_attr(f, "kind", "sparse")
     with pytest.raises(DCFormatError, match="not a compressed model file.*kind = 'sparse'"):
         container.read(path)
     with pytest.raises(DCFormatError, match="not a compressed model file"):
@@ -590,7 +590,7 @@ def test_foreign_hdf5(tmp_path):
         f.create_dataset("payload", data=np.zeros(3, np.uint8))
     load_fails(path, "foreign file.*no 'format' attribute")
     with h5py.File(path, "a") as f:
-        store._set_attr(f, "format", "other-engine")
+        h5io.set_attr(f, "format", "other-engine")
     with pytest.raises(DCFormatError, match="foreign file.*other-engine"):
         container.read(path)
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dc_engine
-from dc_engine import store, zoo
+from dc_engine import h5io, store, zoo
 from dc_engine.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from dc_engine.model import Model
 from dc_engine.optim import SGD, Tie
@@ -461,7 +461,7 @@ def test_foreign_hdf5(tmp_path):
     with pytest.raises(DCFormatError, match="foreign file.*no 'format' attribute"):
         load(path)
     with h5py.File(path, "a") as f:
-        store._set_attr(f, "format", "other-engine")
+        h5io.set_attr(f, "format", "other-engine")
     with pytest.raises(DCFormatError, match="foreign file.*other-engine"):
         read_metadata(path)
     with h5py.File(path, "a") as f:
@@ -492,9 +492,9 @@ def test_future_version(saved):
 ])
 def test_bad_root_attributes(saved, attr, value, match):
     with h5py.File(saved, "r+") as f:
-        store._set_attr(f, attr, value)
+        h5io.set_attr(f, attr, value)
         if attr == "metadata":
-            store._set_attr(f, "metadata_crc32", np.uint32(zlib.crc32(value.encode())))
+            h5io.set_attr(f, "metadata_crc32", np.uint32(zlib.crc32(value.encode())))
     with pytest.raises(DCFormatError, match=match):
         load(saved)
 
@@ -508,7 +508,7 @@ def test_variable_length_attribute_not_read(saved):
 
 def test_corrupted_metadata(saved):
     with h5py.File(saved, "r+") as f:
-        store._set_attr(f, "metadata", '{"note": "tinY"}')
+        h5io.set_attr(f, "metadata", '{"note": "tinY"}')
     with pytest.raises(DCFormatError, match="CRC32 mismatch in attribute 'metadata'"):
         load(saved)
 
@@ -531,7 +531,7 @@ def test_missing_root_attribute(saved):
 ])
 def test_bad_layer_attributes(saved, attr, value, match):
     with h5py.File(saved, "r+") as f:
-        store._set_attr(f["layers/00_fc1"], attr, value)
+        h5io.set_attr(f["layers/00_fc1"], attr, value)
     with pytest.raises(DCFormatError, match=match) as err:
         load(saved)
     assert "layer 'fc1'" in str(err.value)
@@ -539,7 +539,7 @@ def test_bad_layer_attributes(saved, attr, value, match):
 
 def test_absurd_hyperparameters_fail_before_allocation(saved):
     with h5py.File(saved, "r+") as f:
-        store._set_attr(f["layers/00_fc1"], "hyperparameters",
+        h5io.set_attr(f["layers/00_fc1"], "hyperparameters",
                         json.dumps({"in_features": 10**7, "out_features": 10**7}))
     with pytest.raises(DCFormatError, match="wrong shape"):
         load(saved)
@@ -723,7 +723,7 @@ def test_huge_codebook_rejected_before_reading(shared_saved, monkeypatch):
 
 def test_absurd_shared_hyperparameters_fail_before_allocation(shared_saved):
     with h5py.File(shared_saved, "r+") as f:
-        store._set_attr(f["layers/00_fc1"], "hyperparameters",
+        h5io.set_attr(f["layers/00_fc1"], "hyperparameters",
                         json.dumps({"in_features": 10**7, "out_features": 10**7}))
     with pytest.raises(DCFormatError, match="array 'index_W' has the wrong shape"):
         load(shared_saved)
@@ -775,7 +775,7 @@ def _no_disk(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("save() touched the disk before validating its input")
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(h5io.tempfile, "mkstemp", refuse)
 
 
 def test_non_json_metadata_fails_before_disk(saved, monkeypatch):
@@ -888,7 +888,7 @@ def test_failure_at_fsync_keeps_old_file(saved, monkeypatch):
     def broken(path):
         raise OSError("fsync failed (simulated)")
 
-    monkeypatch.setattr(store, "_fsync_file", broken)
+    monkeypatch.setattr(h5io, "_fsync_file", broken)
     with pytest.raises(OSError, match="simulated"):
         save(tiny_model(np.float64), saved)
     assert saved.read_bytes() == before
@@ -930,4 +930,4 @@ def _imported_modules(source: str) -> set[str]:
 def test_only_the_file_modules_import_h5py():
     importers = sorted(p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.rglob("*.py")
                        if "h5py" in _imported_modules(p.read_text(encoding="utf-8")))
-    assert importers == ["container.py", "store.py"]
+    assert importers == ["container.py", "h5io.py", "store.py"]
