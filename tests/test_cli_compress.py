@@ -14,24 +14,9 @@ import pytest
 
 from dc_engine import Flatten, Model, runtime, store
 from dc_engine.cli import main
+from tiny_stage_configs import prune_toml
 
-TINY_CONFIG = """\
-[prune]
-rounds = 1
-val_size = 16
-
-[prune.retrain]
-epochs = 1
-
-[prune.layers.ip1]
-kept = 0.1
-
-[prune.layers.ip2]
-kept = 0.2
-
-[prune.layers.ip3]
-kept = 0.5
-
+TINY_CONFIG = prune_toml(rounds=1) + """
 [quantize]
 val_size = 16
 

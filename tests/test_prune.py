@@ -36,6 +36,7 @@ from dc_engine.prune import (
 )
 from dc_engine.train import TrainConfig, evaluate, fit
 from dc_engine.zoo import lenet_300_100
+from tiny_stage_configs import TINY_KEPT, prune_toml
 
 RECIPE = {"lr": 0.1, "lr_policy": "fixed", "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -412,25 +413,8 @@ def test_train_config_scales_recipe_lr_and_applies_retrain():
 # ------------------------------------------------------------------------- CLI end to end
 
 
-CLI_CONFIG = """\
-[prune]
-rounds = 2
-val_size = 16
-seed = 0
-
-[prune.retrain]
-epochs = 1
-
-[prune.layers.ip1]
-kept = 0.1
-
-[prune.layers.ip2]
-kept = 0.2
-
-[prune.layers.ip3]
-kept = 0.5
-"""
-CLI_KEPT = {"ip1": 0.1, "ip2": 0.2, "ip3": 0.5}
+CLI_CONFIG = prune_toml(rounds=2)
+CLI_KEPT = TINY_KEPT
 
 
 @pytest.fixture(scope="module")

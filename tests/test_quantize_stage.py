@@ -25,6 +25,7 @@ from dc_engine.pipeline import read_quantize_config
 from dc_engine.quantize import QuantizeConfig, WeightShare, quantize_model
 from dc_engine.train import TrainConfig, evaluate
 from dc_engine.zoo import ARCHITECTURES
+from tiny_stage_configs import prune_toml
 
 RECIPE = {"lr": 0.1, "lr_policy": "fixed", "momentum": 0.9, "weight_decay": 5e-4}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -269,24 +270,7 @@ def test_quantize_model_rejects_an_unknown_layer_before_touching_the_model():
 
 # ------------------------------------------------------------------------- CLI end to end
 
-PRUNE_CONFIG = """\
-[prune]
-rounds = 1
-val_size = 16
-seed = 0
-
-[prune.retrain]
-epochs = 1
-
-[prune.layers.ip1]
-kept = 0.1
-
-[prune.layers.ip2]
-kept = 0.2
-
-[prune.layers.ip3]
-kept = 0.5
-"""
+PRUNE_CONFIG = prune_toml(rounds=1)
 
 QUANT_CONFIG = """\
 [quantize]
