@@ -87,6 +87,19 @@ def read_encode_config(config_path, architecture: str) -> tuple[EncodeConfig, Pa
     return _read_stage_config(config_path, architecture, "encode", EncodeConfig, optional=True)
 
 
+def _stage_inputs(model_path, config_path, data, read_config) -> tuple:
+    """What a training stage starts from: the model, its stage config (checked against the
+    model) and the config's path, its training recipe, the dataset and the (train, val) split
+    of the config's ``val_size`` and ``seed``."""
+    model = store.load(model_path)
+    config, cfg_path = read_config(config_path, model.name)
+    config.check_model(model)
+    recipe = _recipe(model)  # before the dataset: a config problem is reported first
+    ds = load_mnist(data)
+    split = train_val_split(ds.x_train, ds.y_train, config.val_size, config.seed)
+    return model, config, cfg_path, recipe, ds, split
+
+
 def _write_report(report: dict, out_path: Path, report_dir) -> str:
     """Write ``<stem>.report.json`` into ``report_dir`` (default: the folder of ``out_path``);
     returns the path prefix ``<report_dir>/<stem>`` for the stage's figures."""
@@ -116,13 +129,8 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = store.load(dense_path)
-    config, cfg_path = read_prune_config(config_path, model.name)
-    config.check_model(model)
-    recipe = _recipe(model)
-    ds = load_mnist(data)
-    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, config.val_size,
-                                               config.seed)
+    model, config, cfg_path, recipe, ds, (x_tr, y_tr, x_val, y_val) = _stage_inputs(
+        dense_path, config_path, data, read_prune_config)
     before = {l.name: l.params["W"].copy() for l in model.layers if l.name in config.layers}
     with limit_threads(threads):
         test_dense = evaluate(model, ds.x_test, ds.y_test)["error"]
@@ -159,13 +167,8 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = store.load(pruned_path)
-    config, cfg_path = read_quantize_config(config_path, model.name)
-    config.check_model(model)
-    recipe = _recipe(model)
-    ds = load_mnist(data)
-    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, config.val_size,
-                                               config.seed)
+    model, config, cfg_path, recipe, ds, (x_tr, y_tr, x_val, y_val) = _stage_inputs(
+        pruned_path, config_path, data, read_quantize_config)
     if len(x_val) == 0:
         raise ConfigError("quantization reports validation errors: val_size must be > 0")
     before = {n: model[n].params["W"].copy() for n in config.bits}
