@@ -292,11 +292,11 @@ class CompressedMatrix:
         if x.ndim not in (1, 2) or x.shape[-1] != n_in:
             raise ValueError(f"x must have shape ({n_in},) or (batch, {n_in}) for a "
                              f"{self.shape} matrix, got {x.shape}")
-        if x.ndim == 1:
+        if x.ndim == 1 or x.shape[0] == 1:  # one sample: the matrix-vector kernel
             y = np.empty(out, dtype=np.float32)
             kernels.sq_matvec(self.words, self.rowptr, self._row_blocks(), self.index_bits,
-                              self.codebook, np.ascontiguousarray(x), y)
-            return y
+                              self.codebook, np.ascontiguousarray(x.reshape(n_in)), y)
+            return y if x.ndim == 1 else y[None, :]
         return np.ascontiguousarray(self.matmul_t(np.ascontiguousarray(x.T)).T)
 
     def matmul_t(self, xt) -> np.ndarray:

@@ -74,10 +74,7 @@ class CompressedDense(_CompressedLayer):
         return (self.weight_shape[0],)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        if x.shape[0] == 1:  # one sample: the matrix-vector kernel
-            y = self.matrix.matmul(x[0])[None, :]
-        else:
-            y = self.matrix.matmul(x)
+        y = self.matrix.matmul(x)
         if self.bias.size:
             y += self.bias
         return y
