@@ -30,6 +30,8 @@ def environment(threads: int, seed: int) -> dict:
     env = {"python": sys.version.split()[0], "numpy": numpy.__version__,
            "numba": numba.__version__, "cpu": cpu_name(), "cores": os.cpu_count(),
            "threads": threads, "seed": seed}
+    import kernels
+    env["avx512_matvec"] = kernels.SQMM_AVX512  # batch 1 runs kernels.sq_matvec_avx512
     try:
         from threadpoolctl import threadpool_info
         env["blas"] = [{k: i.get(k) for k in ("internal_api", "version", "num_threads")}

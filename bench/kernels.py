@@ -3,12 +3,14 @@
 For the FC layers of AlexNet, VGG-16 and LeNet-300-100 at the densities of Deep Compression
 (Table 4, 5, 1) we build a random sparse ``W`` (uniform random positions, normal values, seeded),
 compress it with ``CompressedMatrix.from_dense(W, wb, ib)`` for each ``--bits`` variant
-(default ``5:5`` -- the paper's FC setting --, ``4:4`` -- EIE's one-byte entries -- and
+(default ``5:5`` -- the paper's FC setting --, ``4:4`` -- EIE's one-byte entries --,
 ``5:auto`` -- the gap width that makes the packed entries smallest, see
-``dc_engine.matrix.best_index_bits``), and time ``y = W x`` (batch 1) and ``Yt = W @ Xt``
+``dc_engine.matrix.best_index_bits`` -- and ``5:auto:scalar``, the same with the scalar batch-1
+kernel where the AVX-512 one would run), and time ``y = W x`` (batch 1) and ``Yt = W @ Xt``
 (batch 64, ``Xt`` of shape (in, 64), C-contiguous) for:
 
-* ours: ``m.matmul(x)`` / ``m.matmul_t(xt)`` (Numba kernels of kernels/sqmm.py);
+* ours: ``m.matmul(x)`` / ``m.matmul_t(xt)`` (Numba kernels of kernels/sqmm.py; batch 1 by
+  kernels/sqmm_avx512.py where the CPU has AVX-512F, recorded as ``env.avx512_matvec``);
 * dense: NumPy float32 ``W @ x`` (BLAS) on the same quantized weights;
 * scipy: ``scipy.sparse.csr_matrix`` float32 (int32 indices), ``csr @ x``;
 * torch: ``torch.sparse_csr_tensor(crow.int(), col.int(), val)`` with ``torch.mv`` / ``torch.mm``
@@ -30,7 +32,8 @@ over a 256 MB float32 array.
 
 Usage::
 
-    python bench/kernels.py [--threads 2] [--repeats 7] [--quick] [--bits 5:5,4:4,5:auto]
+    python bench/kernels.py [--threads 2] [--repeats 7] [--quick]
+                            [--bits 5:5,4:4,5:auto,5:auto:scalar]
 """
 
 from __future__ import annotations
@@ -109,22 +112,30 @@ def torch_csr(csr):
                                    check_invariants=False)
 
 
-def parse_bits(text: str) -> list[tuple[int, int | str]]:
+def parse_bits(text: str) -> list[tuple[int, int | str, bool]]:
+    """``wb:ib[:scalar]`` variants -> (weight_bits, index_bits, simd allowed)."""
     out = []
     for part in text.split(","):
-        wb, ib = part.split(":")
-        out.append((int(wb), ib if ib == "auto" else int(ib)))
+        wb, ib, *rest = part.split(":")
+        if rest not in ([], ["scalar"]):
+            raise SystemExit(f"--bits: bad variant {part!r} (want wb:ib or wb:ib:scalar)")
+        out.append((int(wb), ib if ib == "auto" else int(ib), not rest))
     return out
+
+
+def variant(wb, ib, simd) -> str:
+    return f"ours {wb}:{ib}" + ("" if simd else " scalar")
 
 
 def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw, rng):
     import scipy.sparse as sp
     w = random_layer(out, n_in, density, rng)
     mats = {}
-    for wb, ib in bits:
+    for wb, ib, simd in bits:
         t0 = time.perf_counter()
-        mats[f"ours {wb}:{ib}"] = CompressedMatrix.from_dense(w, wb, ib)
-        mats[f"ours {wb}:{ib}"].build_s = time.perf_counter() - t0
+        m = mats[variant(wb, ib, simd)] = CompressedMatrix.from_dense(w, wb, ib)
+        m.build_s = time.perf_counter() - t0
+        m.simd = m.simd and simd
     first = next(iter(mats.values()))
     dense = first.to_dense()  # the peers multiply the same quantized weights (5:5 codebook)
     csr = sp.csr_matrix(dense)
@@ -168,7 +179,8 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
                "bound_s": {k: (b / bw if b is not None else None) for k, b in nbytes.items()},
                "ours": {k: {"weight_bits": m.weight_bits, "index_bits": m.index_bits,
                             "entries": m.n_entries, "fillers": m.n_entries - m.nnz,
-                            "word_bytes": m.words.itemsize, "build_s": m.build_s}
+                            "word_bytes": m.words.itemsize, "build_s": m.build_s,
+                            "simd": m.simd}
                         for k, m in mats.items()}}
         row["speedup"] = {k: {peer: (times[peer] / times[k] if peer in times else None)
                               for peer in ("dense", "scipy", "torch")} for k in mats}
@@ -247,8 +259,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="timed samples per median")
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
-    ap.add_argument("--bits", default="5:5,4:4,5:auto",
-                    help="comma-separated weight_bits:index_bits variants of ours")
+    ap.add_argument("--bits", default="5:5,4:4,5:auto,5:auto:scalar",
+                    help="comma-separated weight_bits:index_bits[:scalar] variants of ours "
+                         "(:scalar = the scalar batch-1 kernel even where AVX-512 runs)")
     ap.add_argument("--quick", action="store_true", help="three layers only (smoke run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="JSON results (default bench/results/kernels.json; none with "
@@ -260,7 +273,7 @@ def main() -> int:
         args.out = args.out or "bench/results/kernels.json"
         args.md = args.md or "bench/results/kernels.md"
     bits = parse_bits(args.bits)
-    keys = [f"ours {wb}:{ib}" for wb, ib in bits]
+    keys = [variant(*b) for b in bits]
     try:
         import torch
         torch.set_num_threads(args.threads)

@@ -12,6 +12,8 @@ No training code is imported here (tests check it), so a runtime can use it on i
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 
@@ -19,6 +21,9 @@ import kernels
 
 from .codebook import MAX_BITS, quantize_weights
 
+SIMD = kernels.SQMM_AVX512 and os.environ.get("DC_ENGINE_SIMD", "1").strip() != "0"
+"""Whether one-sample products run :func:`kernels.sq_matvec_avx512` by default: where Numba
+compiles for a CPU with AVX-512F, unless ``DC_ENGINE_SIMD=0`` is set in the environment."""
 SERIAL_ENTRIES = 16_384
 """Below this much work (entries x input columns) the products run on the calling thread: a
 parallel launch costs about 2 us here, more than a LeNet-sized product (docs/KERNELS.md)."""
@@ -31,6 +36,11 @@ BLOCK_N = 64
 WIDE_BLOCK_N = 512
 """Most columns of ``Xt`` per task when ``Xt`` is wide enough to split by columns (conv
 layers: 512 ran LeNet-5's conv2 im2col product 1.6x faster than 64; docs/KERNELS.md)."""
+
+
+def _simd_possible(n_in: int) -> bool:
+    """The AVX-512 matrix-vector kernel runs here and its int32 column lanes hold ``n_in``."""
+    return kernels.SQMM_AVX512 and n_in < 2**31
 
 
 def _check_bits(value, what: str) -> int:
@@ -98,6 +108,10 @@ class CompressedMatrix:
     codebook : ndarray, shape (2**weight_bits,), float32, ``codebook[0] == 0``.
     words : ndarray, shape (entries,), uint8/uint16/uint32. ``code << index_bits | gap``.
     rowptr : ndarray, shape (out + 1,), int64. Row ``r`` owns ``words[rowptr[r]:rowptr[r+1]]``.
+    simd : bool. Whether :meth:`matmul` of one sample runs the AVX-512 kernel
+        (:func:`kernels.sq_matvec_avx512`, 16 entries per step) rather than the scalar one
+        (:func:`kernels.sq_matvec`). Default :data:`SIMD`; settable to False, and to True only
+        where the kernel can run.
     """
 
     def __init__(self, idx2d: np.ndarray, codebook: np.ndarray, weight_bits: int,
@@ -114,6 +128,8 @@ class CompressedMatrix:
         kernels.sq_encode(idx2d, index_bits, self.rowptr, self.words)
         self._blocks: dict[int, np.ndarray] = {}
         self._split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cbv: np.ndarray | None = None
+        self._simd = SIMD and _simd_possible(self.shape[1])
 
     # ------------------------------------------------------------------ builders
 
@@ -214,6 +230,20 @@ class CompressedMatrix:
         return int(self.words.nbytes + self.rowptr.nbytes + self.codebook.nbytes)
 
     @property
+    def simd(self) -> bool:
+        return self._simd
+
+    @simd.setter
+    def simd(self, value: bool) -> None:
+        value = bool(value)
+        if value and not _simd_possible(self.shape[1]):
+            raise ValueError("the AVX-512 kernel cannot run here: "
+                             + ("the CPU Numba compiles for has no AVX-512F"
+                                if not kernels.SQMM_AVX512 else
+                                f"{self.shape[1]} input columns exceed its int32 lanes"))
+        self._simd = value
+
+    @property
     def n_entries(self) -> int:
         """Packed entries: non-zeros plus fillers."""
         return int(self.words.size)
@@ -294,8 +324,15 @@ class CompressedMatrix:
                              f"{self.shape} matrix, got {x.shape}")
         if x.ndim == 1 or x.shape[0] == 1:  # one sample: the matrix-vector kernel
             y = np.empty(out, dtype=np.float32)
-            kernels.sq_matvec(self.words, self.rowptr, self._row_blocks(), self.index_bits,
-                              self.codebook, np.ascontiguousarray(x.reshape(n_in)), y)
+            x1 = np.ascontiguousarray(x.reshape(n_in))
+            if self._simd:
+                if self._cbv is None:
+                    self._cbv = kernels.sqmm_avx512.padded_codebook(self.codebook)
+                kernels.sq_matvec_avx512(self.words, self.rowptr, self._row_blocks(),
+                                         self.index_bits, self._cbv, x1, y)
+            else:
+                kernels.sq_matvec(self.words, self.rowptr, self._row_blocks(),
+                                  self.index_bits, self.codebook, x1, y)
             return y if x.ndim == 1 else y[None, :]
         return np.ascontiguousarray(self.matmul_t(np.ascontiguousarray(x.T)).T)
 
@@ -333,5 +370,5 @@ class CompressedMatrix:
         return yt
 
 
-__all__ = ["CompressedMatrix", "best_index_bits", "SERIAL_ENTRIES", "BLOCK_N", "WIDE_BLOCK_N",
+__all__ = ["CompressedMatrix", "best_index_bits", "SIMD", "SERIAL_ENTRIES", "BLOCK_N", "WIDE_BLOCK_N",
            "TILE_BYTES"]

@@ -1,6 +1,7 @@
 """Numba kernels over plain arrays.
 
-This package imports only ``numpy``, ``numba`` and ``math``; it knows nothing of layers, models or
+This package imports only ``numpy``, ``numba`` and ``math`` (and ``llvmlite``, Numba's own code
+generator, for the IR of :mod:`kernels.sqmm_avx512`); it knows nothing of layers, models or
 files. Every kernel has a plain NumPy twin in :mod:`kernels.reference` that the tests compare it
 against.
 """
@@ -15,6 +16,9 @@ from .sgd import sgd_momentum, sgd_momentum_masked
 from .sparse_index import count_entries, decode_relative, encode_relative
 from .sqmm import (sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t, sq_matvec,
                    sq_row_blocks)
+from . import sqmm_avx512
+from .sqmm_avx512 import AVAILABLE as SQMM_AVX512
+from .sqmm_avx512 import sq_matvec_avx512
 
 __all__ = [
     "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
@@ -23,5 +27,5 @@ __all__ = [
     "count_entries", "encode_relative", "decode_relative",
     "huffman_encode", "huffman_decode",
     "sq_count", "sq_encode", "sq_decode", "sq_row_blocks", "sq_col_split", "sq_matvec",
-    "sq_matmul_t",
+    "sq_matmul_t", "sq_matvec_avx512", "SQMM_AVX512", "sqmm_avx512",
 ]

@@ -231,6 +231,11 @@ def sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y):
     y[:] = _dense_weights(words, rowptr, index_bits, codebook, x.shape[0]) @ x.astype(np.float64)
 
 
+def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
+    # cbv is the codebook, zero-padded to 64 entries when shorter: the extra slots are unused
+    sq_matvec(words, rowptr, blocks, index_bits, cbv, x, y)
+
+
 def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt):
     rowptr = np.append(split_k[:, 0], split_k[-1, -1]) if split_k.shape[0] else np.zeros(1, int)
     w = _dense_weights(words, rowptr, index_bits, codebook, xt.shape[0])

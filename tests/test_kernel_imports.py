@@ -13,7 +13,8 @@ from kernels import reference
 
 KERNEL_DIR = Path(kernels.__file__).resolve().parent
 KERNEL_FILES = sorted(KERNEL_DIR.glob("*.py"))
-ALLOWED_ROOTS = {"numpy", "numba", "math"}
+# llvmlite is Numba's code generator (installed with it): kernels.sqmm_avx512 writes IR with it.
+ALLOWED_ROOTS = {"numpy", "numba", "math", "llvmlite"}
 # ``from __future__ import ...`` is a compiler directive, not a dependency.
 DIRECTIVES = {"__future__"}
 JIT_NAMES = {"njit", "jit"}

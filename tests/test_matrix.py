@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,9 @@ def test_matmul_equals_dense_product(case, batch, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(w.shape[1]).astype(np.float32)
     _close(m.matmul(x), d64 @ x, d_abs, np.abs(x))
+    if m.simd:  # the scalar kernel too
+        m.simd = False
+        _close(m.matmul(x), d64 @ x, d_abs, np.abs(x))
     xb = rng.standard_normal((batch, w.shape[1])).astype(np.float32)
     got = m.matmul(xb)
     assert got.shape == (batch, w.shape[0]) and got.dtype == np.float32
@@ -143,3 +147,33 @@ def test_does_not_import_training_code():
             "'dc_engine.prune', 'dc_engine.pipeline') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_simd_switch(monkeypatch):
+    """simd defaults to matrix.SIMD and cannot be switched on where it would not run (an
+    illegal instruction would kill the interpreter); both kernels give the product."""
+    import kernels
+    import dc_engine.matrix as matrix
+
+    w = np.random.default_rng(3).standard_normal((40, 300)).astype(np.float32)
+    w[np.abs(w) < 1.0] = 0.0
+    m = CompressedMatrix.from_dense(w, 5, "auto")
+    assert m.simd is matrix.SIMD and matrix.SIMD == kernels.SQMM_AVX512  # (no DC_ENGINE_SIMD)
+    x = np.linspace(-1, 1, 300, dtype=np.float32)
+    want = m.to_dense().astype(np.float64) @ x
+    m.simd = False
+    np.testing.assert_allclose(m.matmul(x), want, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(kernels, "SQMM_AVX512", False)
+    with pytest.raises(ValueError, match="AVX-512"):
+        m.simd = True
+    monkeypatch.setattr(matrix, "SIMD", False)
+    assert not CompressedMatrix.from_dense(w, 5, 5).simd
+    monkeypatch.setattr(kernels, "SQMM_AVX512", True)
+    assert not matrix._simd_possible(2**31)
+
+
+def test_simd_off_by_environment():
+    code = ("import numpy as np; from dc_engine import matrix; assert matrix.SIMD is False; "
+            "assert not matrix.CompressedMatrix.from_dense(np.eye(3, dtype=np.float32)).simd")
+    env = {**os.environ, "DC_ENGINE_SIMD": "0"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -90,6 +90,11 @@ def _check(idx, codebook, index_bits, weight_bits, rng):
                                atol=1e-12)
     assert y.dtype == np.float32
     assert np.all(np.abs(y - want) <= _tolerance(idx, codebook, x))
+    if kernels.SQMM_AVX512:
+        y16 = np.full(idx.shape[0], np.nan, dtype=np.float32)
+        cbv = kernels.sqmm_avx512.padded_codebook(codebook)
+        kernels.sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y16)
+        assert np.all(np.abs(y16 - want) <= _tolerance(idx, codebook, x))
 
     tile = int(rng.integers(1, idx.shape[1] + 5))
     split_k, split_col = _split(kernels, words, rowptr, index_bits, tile, idx.shape[1])
@@ -142,6 +147,41 @@ def test_fillers_of_a_long_run():
     y = np.empty(2, dtype=np.float32)
     kernels.sq_matvec(words, rowptr, np.array([0, 2]), 2, codebook, x, y)
     np.testing.assert_array_equal(y, [60.0, 0.0])
+    if kernels.SQMM_AVX512:
+        y = np.full(2, np.nan, dtype=np.float32)
+        kernels.sq_matvec_avx512(words, rowptr, np.array([0, 2]), 2,
+                                 kernels.sqmm_avx512.padded_codebook(codebook), x, y)
+        np.testing.assert_array_equal(y, [60.0, 0.0])
+
+
+@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.parametrize("weight_bits", [5, 6, 7, 8])
+def test_avx512_groups_tails_and_codebook_lookups(weight_bits, rng):
+    """Rows of 0..70 entries (whole groups of 16 and every tail length), the codes' top bits
+    set (the in-register lookup's upper half at 6 bits, the gathered codebook at 7-8 bits),
+    row blocks over threads; uint8, uint16 and uint32 words."""
+    top = 2**weight_bits - 1
+    widths = set()
+    for index_bits in sorted({max(1, 8 - weight_bits), 3, 16 - weight_bits, 12}):
+        idx = np.zeros((71, 200), dtype=np.uint16)
+        for r in range(71):  # row r: r non-zeros at random columns, codes near the top
+            cols = rng.choice(200, size=r, replace=False)
+            idx[r, cols] = rng.integers(max(1, top - 40), top + 1, size=r)
+        idx = np.ascontiguousarray(idx, dtype=np.uint8 if weight_bits <= 8 else np.uint16)
+        rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+        codebook = np.zeros(2**weight_bits, dtype=np.float32)
+        codebook[1:] = rng.standard_normal(top)
+        x = rng.standard_normal(200).astype(np.float32)
+        want = codebook.astype(np.float64)[idx] @ x
+        for n_blocks in (1, 3):
+            y = np.full(71, np.nan, dtype=np.float32)
+            kernels.sq_matvec_avx512(words, rowptr, kernels.sq_row_blocks(rowptr, n_blocks),
+                                     index_bits, kernels.sqmm_avx512.padded_codebook(codebook),
+                                     x, y)
+            assert np.all(np.abs(y - want) <= _tolerance(idx, codebook, x)), (
+                weight_bits, index_bits, words.dtype)
+        widths.add(words.itemsize)
+    assert widths == ({1, 2, 4} if weight_bits < 8 else {2, 4})
 
 
 def test_col_split_on_a_known_row():

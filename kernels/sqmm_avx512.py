@@ -1,0 +1,244 @@
+"""AVX-512 matrix-vector product straight from the packed (gap, code) entries (issue 6).
+
+Same operation, layout and arguments as :func:`kernels.sqmm.sq_matvec` (module docstring there),
+but each row is walked 16 entries at a time in vector registers, the way EIE's processing
+elements work on a stream of (gap, code) pairs:
+
+1. load 16 words, widen to int32 lanes;
+2. ``gap + 1`` per lane, then an in-register prefix sum (4 shift-and-add steps) gives the 16
+   columns, offset by the row's running column;
+3. codes ``word >> ib`` look the weights up **inside registers**: the codebook, zero-padded to
+   64 floats, sits in four zmm registers and two ``vpermi2ps`` plus a blend pick the 16 weights
+   (no memory load per weight); codebooks above 64 entries (7-8 bit codes) use a gather;
+4. one gather reads the 16 ``x[col]``, one FMA accumulates; a masked load and masked gather do
+   the last, partial group of a row (no reads past the row, no padding needed).
+
+Numba has no vector types, so the row loop is written as LLVM IR in a Numba ``@intrinsic``
+(llvmlite's IR builder -- llvmlite is Numba's own code generator, not a further dependency --;
+the x86 intrinsics ``vpermi2var.ps.512`` and ``mask.gather.dps.512``).
+It needs AVX-512F in the CPU that Numba compiles for: :data:`AVAILABLE` says whether that is
+the case here, and callers (:class:`dc_engine.matrix.CompressedMatrix`) fall back to the scalar
+:func:`kernels.sqmm.sq_matvec` otherwise. The NumPy twin is :func:`kernels.reference.sq_matvec`.
+
+Measured on this machine (docs/KERNELS.md): 1.2-1.5x faster than the scalar kernel on the
+AlexNet / VGG-16 FC shapes; the gathers of ``x`` bound it.
+"""
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._config import FASTMATH
+
+#: Codebooks up to this many entries are looked up in registers; longer ones by a gather.
+REGISTER_CODEBOOK = 64
+
+_I1 = ir.IntType(1)
+_I8P = ir.IntType(8).as_pointer()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_F32 = ir.FloatType()
+_VI = ir.VectorType(_I32, 16)
+_VF = ir.VectorType(_F32, 16)
+_VB = ir.VectorType(_I1, 16)
+
+
+def _target_has_avx512() -> bool:
+    """True when Numba compiles for a CPU with AVX-512F.
+
+    Numba targets the host CPU unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` say otherwise
+    (e.g. ``generic`` for a portable cache): then those decide."""
+    features = numba.config.CPU_FEATURES
+    if features is None and numba.config.CPU_NAME is None:
+        try:
+            return bool(llvm.get_host_cpu_features().get("avx512f", False))
+        except RuntimeError:  # llvmlite cannot tell on this platform
+            return False
+    return "+avx512f" in (features or "").split(",")
+
+
+#: Whether :func:`sq_matvec_avx512` can run here (see :func:`_target_has_avx512`).
+AVAILABLE = _target_has_avx512()
+
+
+def _declare(module, name, ret, args):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
+
+
+def _splat(builder, value, vtype):
+    v = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(_VI, [0] * 16))
+
+
+def _lanes(values):
+    return ir.Constant(_VI, list(values))
+
+
+@intrinsic
+def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
+    """``sum(cbv[code] * x[col])`` over the entries ``words[k0:k1]`` of one row (float32).
+
+    ``words`` uint8/16/32 array, ``k0 <= k1`` int64, ``index_bits`` int64, ``cbv`` float32
+    array (at least 64 entries, zero-padded, when the codes fit in 6 bits; else at least one
+    entry per code), ``x`` float32 array with every column < len(x) < 2**31."""
+    if not (isinstance(words, types.Array) and isinstance(words.dtype, types.Integer)
+            and words.dtype.bitwidth in (8, 16, 32)):
+        return None
+    width = words.dtype.bitwidth
+    sig = types.float32(words, k0, k1, index_bits, cbv, x)
+
+    def codegen(context, builder, signature, args):
+        words_v, k0_v, k1_v, ib_v, cb_v, x_v = args
+        module = builder.module
+        ary = context.make_array
+        wptr = ary(signature.args[0])(context, builder, words_v).data
+        cbptr = ary(signature.args[4])(context, builder, cb_v).data
+        cb_len = builder.extract_value(ary(signature.args[4])(context, builder, cb_v).shape, 0)
+        xptr = builder.bitcast(ary(signature.args[5])(context, builder, x_v).data, _I8P)
+        wvec = ir.VectorType(ir.IntType(width), 16)
+
+        permute = _declare(module, "llvm.x86.avx512.vpermi2var.ps.512", _VF, [_VF, _VI, _VF])
+        gather = _declare(module, "llvm.x86.avx512.mask.gather.dps.512", _VF,
+                          [_VF, _I8P, _VI, _VB, _I32])
+        fma = _declare(module, "llvm.fma.v16f32", _VF, [_VF, _VF, _VF])
+        masked_load = _declare(module, f"llvm.masked.load.v16i{width}.p0", wvec,
+                               [wvec.as_pointer(), _I32, _VB, wvec])
+
+        zero_i = ir.Constant(_VI, [0] * 16)
+        zero_f = ir.Constant(_VF, [0.0] * 16)
+        one_i = ir.Constant(_VI, [1] * 16)
+        all_on = ir.Constant(_VB, [1] * 16)
+        four = ir.Constant(_I32, 4)
+        ib32 = builder.trunc(ib_v, _I32)
+        gap_mask = _splat(builder, builder.sub(builder.shl(ir.Constant(_I32, 1), ib32),
+                                               ir.Constant(_I32, 1)), _VI)
+        shift = _splat(builder, ib32, _VI)
+        in_registers = builder.icmp_signed("==", cb_len, ir.Constant(_I64, REGISTER_CODEBOOK))
+        cb8 = builder.bitcast(cbptr, _I8P)
+        bit5 = ir.Constant(_VI, [32] * 16)
+        n = builder.sub(k1_v, k0_v)
+        n_full = builder.ashr(n, ir.Constant(_I64, 4))
+        rest = builder.trunc(builder.and_(n, ir.Constant(_I64, 15)), _I32)
+        tail_on = builder.icmp_unsigned("<", _lanes(range(16)), _splat(builder, rest, _VI))
+        row = builder.gep(wptr, [k0_v])
+
+        def row_sum(tables):
+            """The row's sum, looking weights up in ``tables`` (four zmm quarters of the
+            codebook) or, when None, by a gather from the codebook."""
+
+            def group(wv, acc, base, lanes_on):
+                """One group of 16 entries: (acc, base) after it."""
+                w32 = wv if width == 32 else builder.zext(wv, _VI)
+                steps = builder.add(builder.and_(w32, gap_mask), one_i)  # gap + 1 per lane
+                for sh in (1, 2, 4, 8):  # inclusive prefix sum across the 16 lanes
+                    moved = builder.shuffle_vector(
+                        zero_i, steps, _lanes(0 if i < sh else 16 + i - sh for i in range(16)))
+                    steps = builder.add(steps, moved)
+                cols = builder.sub(builder.add(base, steps), one_i)
+                codes = builder.lshr(w32, shift)
+                if tables is None:
+                    weights = builder.call(gather, [zero_f, cb8, codes, lanes_on, four])
+                else:
+                    low = builder.call(permute, [tables[0], codes, tables[1]])
+                    high = builder.call(permute, [tables[2], codes, tables[3]])
+                    upper = builder.icmp_unsigned("!=", builder.and_(codes, bit5), zero_i)
+                    weights = builder.select(upper, high, low)
+                xs = builder.call(gather, [zero_f, xptr, cols, lanes_on, four])
+                acc = builder.call(fma, [weights, xs, acc])
+                base = builder.add(base, builder.shuffle_vector(steps, steps, _lanes([15] * 16)))
+                return acc, base
+
+            start = builder.block
+            head = builder.append_basic_block("sqv.head")
+            body = builder.append_basic_block("sqv.body")
+            tail = builder.append_basic_block("sqv.tail")
+            builder.branch(head)
+
+            builder.position_at_end(head)
+            i = builder.phi(_I64)
+            acc = builder.phi(_VF)
+            base = builder.phi(_VI)
+            i.add_incoming(ir.Constant(_I64, 0), start)
+            acc.add_incoming(zero_f, start)
+            base.add_incoming(zero_i, start)
+            builder.cbranch(builder.icmp_signed("<", i, n_full), body, tail)
+
+            builder.position_at_end(body)
+            at = builder.bitcast(builder.gep(row, [builder.shl(i, ir.Constant(_I64, 4))]),
+                                 wvec.as_pointer())
+            next_acc, next_base = group(builder.load(at, align=1), acc, base, all_on)
+            i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
+            acc.add_incoming(next_acc, builder.block)
+            base.add_incoming(next_base, builder.block)
+            builder.branch(head)
+
+            builder.position_at_end(tail)  # the last 0..15 entries, masked
+            at = builder.bitcast(builder.gep(row, [builder.shl(n_full, ir.Constant(_I64, 4))]),
+                                 wvec.as_pointer())
+            last = builder.call(masked_load, [at, ir.Constant(_I32, 1), tail_on,
+                                              ir.Constant(wvec, [0] * 16)])
+            total, _ = group(last, acc, base, tail_on)
+            for half in (8, 4, 2, 1):  # horizontal sum
+                total = builder.fadd(total, builder.shuffle_vector(
+                    total, total, _lanes(i + half if i < half else i for i in range(16))))
+            return builder.extract_element(total, ir.Constant(_I32, 0))
+
+        cbvec = builder.bitcast(cbptr, _VF.as_pointer())
+        with builder.if_else(in_registers) as (then, otherwise):
+            with then:
+                tables = [builder.load(builder.gep(cbvec, [ir.Constant(_I64, q)]), align=4)
+                          for q in range(4)]
+                in_regs = row_sum(tables)
+                then_end = builder.block
+            with otherwise:
+                by_gather = row_sum(None)
+                else_end = builder.block
+        result = builder.phi(_F32)
+        result.add_incoming(in_regs, then_end)
+        result.add_incoming(by_gather, else_end)
+        return result
+
+    return sig, codegen
+
+
+# parallel=True: blocks of rows go to threads; each block writes only its own rows of y.
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
+    """``y = W @ x`` for a sparse-quantized ``W``, batch 1, 16 entries per step (AVX-512).
+
+    Parameters
+    ----------
+    words, rowptr, blocks, index_bits, x, y :
+        As in :func:`kernels.sqmm.sq_matvec`; in addition ``x.size < 2**31`` (columns are
+        int32 lanes). Not checked: run only when :data:`AVAILABLE`.
+    cbv : ndarray, float32. IN: the codebook (``cbv[0] == 0``) zero-padded to
+        :data:`REGISTER_CODEBOOK` entries when it has at most that many (looked up in
+        registers); a longer codebook as it is (looked up by a gather).
+
+    Notes
+    -----
+    Sums in float32, 16 lanes per row then a tree over the lanes, so results differ from a
+    float64 product by float32 rounding (and from :func:`kernels.sqmm.sq_matvec` by order).
+    """
+    n_blocks = blocks.shape[0] - 1
+    if n_blocks == 1:
+        for r in range(blocks[0], blocks[1]):
+            y[r] = _row_dot(words, rowptr[r], rowptr[r + 1], index_bits, cbv, x)
+        return
+    for b in prange(n_blocks):
+        for r in range(blocks[b], blocks[b + 1]):
+            y[r] = _row_dot(words, rowptr[r], rowptr[r + 1], index_bits, cbv, x)
+
+
+def padded_codebook(codebook):
+    """The ``cbv`` argument of :func:`sq_matvec_avx512` for a float32 codebook."""
+    codebook = np.asarray(codebook, dtype=np.float32)
+    if codebook.size > REGISTER_CODEBOOK:
+        return np.ascontiguousarray(codebook)
+    cbv = np.zeros(REGISTER_CODEBOOK, dtype=np.float32)
+    cbv[:codebook.size] = codebook
+    return cbv
