@@ -370,5 +370,5 @@ class CompressedMatrix:
         return yt
 
 
-__all__ = ["CompressedMatrix", "best_index_bits", "SIMD", "SERIAL_ENTRIES", "BLOCK_N", "WIDE_BLOCK_N",
-           "TILE_BYTES"]
+__all__ = ["CompressedMatrix", "best_index_bits", "SIMD", "SERIAL_ENTRIES", "BLOCK_N",
+           "WIDE_BLOCK_N", "TILE_BYTES"]
