@@ -24,6 +24,11 @@ previous one's spinning BLAS/OpenMP threads, 8-15x on our kernel after a dense p
 Everything is warmed up (Numba compilation) before timing and every result is checked against
 the dense product.
 
+Inputs are 64-byte aligned (``dc_engine.matrix.aligned_empty``), the same buffer for every
+implementation: NumPy only guarantees 16 bytes, and where an ``Xt`` row straddles cache lines
+our AVX-512 batch kernel ran up to 1.5x slower (torch up to 1.3x), so unaligned inputs made the
+batch-64 times a lottery from run to run (docs/KERNELS.md).
+
 Bytes read (the matrix only; ``x`` is the same for all): dense ``4*out*in``; CSR (scipy and
 torch, int32) ``4*nnz + 4*nnz + 4*(out+1)``; ours ``m.nbytes`` (packed entries + row pointers +
 codebook; at batch > 1 the column-split index of ``matmul_t`` is added). The lower-bound time is
@@ -51,7 +56,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench._common import environment, median, timeit, write_json  # noqa: E402
-from dc_engine.matrix import CompressedMatrix  # noqa: E402
+from dc_engine.matrix import CompressedMatrix, aligned_empty  # noqa: E402
 from dc_engine.threads import limit_threads  # noqa: E402
 
 
@@ -146,7 +151,8 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
     rows = []
     for batch in BATCHES:
         shape = (n_in,) if batch == 1 else (n_in, batch)
-        x = rng.standard_normal(shape, dtype=np.float32)
+        x = aligned_empty(shape)  # the same 64-byte aligned input for everyone (module docstring)
+        x[...] = rng.standard_normal(shape, dtype=np.float32)
         fns, checks = {}, {}
         for key, m in mats.items():
             d = m.to_dense()

@@ -22,20 +22,37 @@ import kernels
 from .codebook import MAX_BITS, quantize_weights
 
 SIMD = kernels.SQMM_AVX512 and os.environ.get("DC_ENGINE_SIMD", "1").strip() != "0"
-"""Whether one-sample products run :func:`kernels.sq_matvec_avx512` by default: where Numba
-compiles for a CPU with AVX-512F, unless ``DC_ENGINE_SIMD=0`` is set in the environment."""
+"""Whether the products run the AVX-512 kernels (:mod:`kernels.sqmm_avx512`) by default: where
+Numba compiles for a CPU with AVX-512F, unless ``DC_ENGINE_SIMD=0`` is set in the environment."""
 SERIAL_ENTRIES = 16_384
 """Below this much work (entries x input columns) the products run on the calling thread: a
 parallel launch costs about 2 us here, more than a LeNet-sized product (docs/KERNELS.md)."""
 BLOCKS_PER_THREAD = 4
 """Row blocks per Numba thread (balanced by entry count)."""
 TILE_BYTES = 1 << 20
-"""Bytes of ``Xt`` per column tile in :meth:`CompressedMatrix.matmul_t` (fits the 2 MB L2)."""
+"""Bytes of ``Xt`` per column tile in :meth:`CompressedMatrix.matmul_t` with the scalar kernel
+(fits the 2 MB L2)."""
+SIMD_TILE_BYTES = 1 << 18
+"""The same for the AVX-512 kernel, which reads ``Xt`` faster: 128-256 KB tiles ran the
+AlexNet/VGG FC shapes at batch 64 1.1-1.25x faster than 1 MB (docs/KERNELS.md)."""
+ALIGN = 64
+"""Byte alignment of the inputs the products build (a cache line: the AVX-512 batch kernel's
+64-byte loads of an ``Xt`` row then never straddle two lines; 1.5x on AlexNet fc6 at batch 64)."""
 BLOCK_N = 64
 """Columns of ``Xt`` per task in :meth:`CompressedMatrix.matmul_t`."""
 WIDE_BLOCK_N = 512
 """Most columns of ``Xt`` per task when ``Xt`` is wide enough to split by columns (conv
 layers: 512 ran LeNet-5's conv2 im2col product 1.6x faster than 64; docs/KERNELS.md)."""
+
+
+def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data (if any) starts on an :data:`ALIGN`-byte
+    boundary (NumPy guarantees 16 bytes)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _simd_possible(n_in: int) -> bool:
@@ -108,10 +125,11 @@ class CompressedMatrix:
     codebook : ndarray, shape (2**weight_bits,), float32, ``codebook[0] == 0``.
     words : ndarray, shape (entries,), uint8/uint16/uint32. ``code << index_bits | gap``.
     rowptr : ndarray, shape (out + 1,), int64. Row ``r`` owns ``words[rowptr[r]:rowptr[r+1]]``.
-    simd : bool. Whether :meth:`matmul` of one sample runs the AVX-512 kernel
-        (:func:`kernels.sq_matvec_avx512`, 16 entries per step) rather than the scalar one
-        (:func:`kernels.sq_matvec`). Default :data:`SIMD`; settable to False, and to True only
-        where the kernel can run.
+    simd : bool. Whether the products run the AVX-512 kernels (:func:`kernels.sq_matvec_avx512`,
+        16 entries per step, and :func:`kernels.sq_matmul_t_avx512`, 64 output columns in
+        registers) rather than the scalar ones (:func:`kernels.sq_matvec`,
+        :func:`kernels.sq_matmul_t`). Default :data:`SIMD`; settable to False, and to True only
+        where the kernels can run.
     """
 
     def __init__(self, idx2d: np.ndarray, codebook: np.ndarray, weight_bits: int,
@@ -282,7 +300,8 @@ class CompressedMatrix:
         return blocks, block_n, self._col_split(n, block_n)
 
     def _col_split(self, n: int, block_n: int) -> tuple[np.ndarray, np.ndarray]:
-        tile = max(1, min(self.shape[1], TILE_BYTES // (4 * min(max(n, 1), block_n))))
+        tile_bytes = SIMD_TILE_BYTES if self._simd else TILE_BYTES
+        tile = max(1, min(self.shape[1], tile_bytes // (4 * min(max(n, 1), block_n))))
         split = self._split.get(tile)
         if split is None:
             n_tiles = max(1, -(-self.shape[1] // tile))
@@ -334,7 +353,15 @@ class CompressedMatrix:
                 kernels.sq_matvec(self.words, self.rowptr, self._row_blocks(),
                                   self.index_bits, self.codebook, x1, y)
             return y if x.ndim == 1 else y[None, :]
-        return np.ascontiguousarray(self.matmul_t(np.ascontiguousarray(x.T)).T)
+        # Xt = x.T in an aligned buffer; for the AVX-512 kernel with the columns padded to a
+        # multiple of 16 so that every row of Xt starts on a cache line too (the register
+        # blocks load 16 columns at a time whatever the count, so padding costs no loads).
+        n = x.shape[0]
+        cols = -(-n // 16) * 16 if self._simd else n
+        xt = aligned_empty((n_in, cols))
+        xt[:, :n] = x.T
+        xt[:, n:] = 0.0
+        return np.ascontiguousarray(self.matmul_t(xt)[:, :n].T)
 
     def matmul_t(self, xt) -> np.ndarray:
         """``W @ xt``: the transposed batch form (Dense at batch N with ``xt = x.T``, or a
@@ -342,7 +369,9 @@ class CompressedMatrix:
 
         Parameters
         ----------
-        xt : ndarray, float32, shape (in, N).
+        xt : ndarray, float32, shape (in, N). Fastest C-contiguous and, for the AVX-512
+            kernel, 64-byte aligned with N a multiple of 16 (:func:`aligned_empty`); other
+            inputs are copied to C order, never to an aligned buffer.
 
         Returns
         -------
@@ -365,10 +394,11 @@ class CompressedMatrix:
         if xt.shape[1] == 0 or out == 0:
             return yt
         blocks, block_n, (split_k, split_col) = self._plan(xt.shape[1])
-        kernels.sq_matmul_t(self.words, split_k, split_col, blocks, self.index_bits,
-                            self.codebook, xt, block_n, yt)
+        product = kernels.sq_matmul_t_avx512 if self._simd else kernels.sq_matmul_t
+        product(self.words, split_k, split_col, blocks, self.index_bits, self.codebook, xt,
+                block_n, yt)
         return yt
 
 
-__all__ = ["CompressedMatrix", "best_index_bits", "SIMD", "SERIAL_ENTRIES", "BLOCK_N",
-           "WIDE_BLOCK_N", "TILE_BYTES"]
+__all__ = ["CompressedMatrix", "best_index_bits", "aligned_empty", "SIMD", "SERIAL_ENTRIES",
+           "BLOCK_N", "WIDE_BLOCK_N", "TILE_BYTES", "SIMD_TILE_BYTES", "ALIGN"]

@@ -23,7 +23,7 @@ from . import container
 from .encode import decode_layer
 from .errors import DCFormatError
 from .layers import LAYER_TYPES, Conv2D, Dense
-from .matrix import CompressedMatrix
+from .matrix import CompressedMatrix, aligned_empty
 from .model import Model
 
 __all__ = ["CompressedModel", "CompressedDense", "CompressedConv2D", "CompressedMatrix", "load"]
@@ -127,7 +127,7 @@ class CompressedConv2D(_CompressedLayer):
         in page faults than the product itself)."""
         buf = getattr(self._local, "cols", None)
         if buf is None or buf.size < shape[0] * shape[1]:
-            buf = np.empty(shape[0] * shape[1], dtype=np.float32)
+            buf = aligned_empty(shape[0] * shape[1])  # see matrix.ALIGN
             self._local.cols = buf
         return buf[:shape[0] * shape[1]].reshape(shape)
 

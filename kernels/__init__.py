@@ -18,7 +18,7 @@ from .sqmm import (sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t, sq
                    sq_row_blocks)
 from . import sqmm_avx512
 from .sqmm_avx512 import AVAILABLE as SQMM_AVX512
-from .sqmm_avx512 import sq_matvec_avx512
+from .sqmm_avx512 import sq_matmul_t_avx512, sq_matvec_avx512
 
 __all__ = [
     "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
@@ -27,5 +27,5 @@ __all__ = [
     "count_entries", "encode_relative", "decode_relative",
     "huffman_encode", "huffman_decode",
     "sq_count", "sq_encode", "sq_decode", "sq_row_blocks", "sq_col_split", "sq_matvec",
-    "sq_matmul_t", "sq_matvec_avx512", "SQMM_AVX512", "sqmm_avx512",
+    "sq_matmul_t", "sq_matvec_avx512", "sq_matmul_t_avx512", "SQMM_AVX512", "sqmm_avx512",
 ]

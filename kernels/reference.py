@@ -240,3 +240,8 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
     rowptr = np.append(split_k[:, 0], split_k[-1, -1]) if split_k.shape[0] else np.zeros(1, int)
     w = _dense_weights(words, rowptr, index_bits, codebook, xt.shape[0])
     yt[...] = w @ xt.astype(np.float64)
+
+
+def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,
+                       yt):
+    sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt)

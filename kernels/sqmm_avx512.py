@@ -1,8 +1,10 @@
-"""AVX-512 matrix-vector product straight from the packed (gap, code) entries (issue 6).
+"""AVX-512 sparse-quantized products straight from the packed (gap, code) entries (issue 6).
 
-Same operation, layout and arguments as :func:`kernels.sqmm.sq_matvec` (module docstring there),
-but each row is walked 16 entries at a time in vector registers, the way EIE's processing
-elements work on a stream of (gap, code) pairs:
+Same operations, layout and arguments as :func:`kernels.sqmm.sq_matvec` and
+:func:`kernels.sqmm.sq_matmul_t` (module docstring there).
+
+:func:`sq_matvec_avx512` (batch 1) walks each row 16 entries at a time in vector registers, the
+way EIE's processing elements work on a stream of (gap, code) pairs:
 
 1. load 16 words, widen to int32 lanes;
 2. ``gap + 1`` per lane, then an in-register prefix sum (4 shift-and-add steps) gives the 16
@@ -13,15 +15,19 @@ elements work on a stream of (gap, code) pairs:
 4. one gather reads the 16 ``x[col]``, one FMA accumulates; a masked load and masked gather do
    the last, partial group of a row (no reads past the row, no padding needed).
 
-Numba has no vector types, so the row loop is written as LLVM IR in a Numba ``@intrinsic``
+:func:`sq_matmul_t_avx512` (batch N, convolutions) decodes entries one by one as the scalar
+kernel does, but keeps 64 columns of a ``Yt`` row in four zmm accumulators for all the entries
+of a row segment (masked loads for fewer columns).
+
+Numba has no vector types, so the loops are written as LLVM IR in a Numba ``@intrinsic``
 (llvmlite's IR builder -- llvmlite is Numba's own code generator, not a further dependency --;
 the x86 intrinsics ``vpermi2var.ps.512`` and ``mask.gather.dps.512``).
 It needs AVX-512F in the CPU that Numba compiles for: :data:`AVAILABLE` says whether that is
 the case here, and callers (:class:`dc_engine.matrix.CompressedMatrix`) fall back to the scalar
 :func:`kernels.sqmm.sq_matvec` otherwise. The NumPy twin is :func:`kernels.reference.sq_matvec`.
 
-Measured on this machine (docs/KERNELS.md): 1.2-1.5x faster than the scalar kernel on the
-AlexNet / VGG-16 FC shapes; the gathers of ``x`` bound it.
+Measured on this machine (docs/KERNELS.md): batch 1 1.2-1.5x faster than the scalar kernel
+on the AlexNet / VGG-16 FC shapes (the gathers of ``x`` bound it), batch 64 1.2-2x.
 """
 
 import llvmlite.binding as llvm
@@ -242,3 +248,146 @@ def padded_codebook(codebook):
     cbv = np.zeros(REGISTER_CODEBOOK, dtype=np.float32)
     cbv[:codebook.size] = codebook
     return cbv
+
+
+#: Columns of ``Xt`` one call of the batch intrinsic keeps in registers (four zmm accumulators).
+REGISTER_COLS = 64
+
+
+@intrinsic
+def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0, nn, yt, r,
+                    first):
+    """``yt[r, n0:n0+nn] (+)= sum(codebook[code] * xt[col, n0:n0+nn])`` over the entries
+    ``words[k0:k1]`` (a row's entries in one column tile), starting from decoder state
+    ``col0``; ``=`` when ``first`` else ``+=``. ``0 < nn <= 64``: the 64 sums live in four zmm
+    accumulators for the whole segment (one load and store of the ``yt`` row per segment),
+    ``xt`` rows are read by masked loads (no reads past column ``n0 + nn``)."""
+    if not (isinstance(words, types.Array) and isinstance(words.dtype, types.Integer)
+            and words.dtype.bitwidth in (8, 16, 32)):
+        return None
+    sig = types.void(words, k0, k1, col0, index_bits, codebook, xt, n0, nn, yt, r, first)
+
+    def codegen(context, builder, signature, args):
+        words_v, k0_v, k1_v, col0_v, ib_v, cb_v, xt_v, n0_v, nn_v, yt_v, r_v, first_v = args
+        module = builder.module
+
+        def array(i, value):
+            return context.make_array(signature.args[i])(context, builder, value)
+
+        wptr = array(0, words_v).data
+        cbptr = array(5, cb_v).data
+        xt_a, yt_a = array(6, xt_v), array(9, yt_v)
+        two = ir.Constant(_I64, 2)
+        x_stride = builder.ashr(builder.extract_value(xt_a.strides, 0), two)  # in floats
+        y_stride = builder.ashr(builder.extract_value(yt_a.strides, 0), two)
+        vfp = _VF.as_pointer()
+        masked_load = _declare(module, "llvm.masked.load.v16f32.p0", _VF, [vfp, _I32, _VB, _VF])
+        masked_store = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
+                                [_VF, vfp, _I32, _VB])
+        fma = _declare(module, "llvm.fma.v16f32", _VF, [_VF, _VF, _VF])
+        zero_f = ir.Constant(_VF, [0.0] * 16)
+        align = ir.Constant(_I32, 4)
+        nn32 = builder.trunc(nn_v, _I32)
+        masks = [builder.icmp_signed("<", _lanes(range(16)), _splat(
+            builder, builder.sub(nn32, ir.Constant(_I32, 16 * q)), _VI)) for q in range(4)]
+        gap_mask = builder.sub(builder.shl(ir.Constant(_I64, 1), ib_v), ir.Constant(_I64, 1))
+
+        def quarters(base):
+            return [builder.bitcast(builder.gep(base, [ir.Constant(_I64, 16 * q)]), vfp)
+                    for q in range(4)]
+
+        start = builder.block
+        head = builder.append_basic_block("sqt.head")
+        body = builder.append_basic_block("sqt.body")
+        done = builder.append_basic_block("sqt.done")
+        builder.branch(head)
+
+        builder.position_at_end(head)
+        k = builder.phi(_I64)
+        col = builder.phi(_I64)
+        accs = [builder.phi(_VF) for _ in range(4)]
+        k.add_incoming(k0_v, start)
+        col.add_incoming(col0_v, start)
+        for acc in accs:
+            acc.add_incoming(zero_f, start)
+        builder.cbranch(builder.icmp_signed("<", k, k1_v), body, done)
+
+        builder.position_at_end(body)
+        word = builder.load(builder.gep(wptr, [k]))
+        word = builder.zext(word, _I64)
+        c = builder.add(col, builder.and_(word, gap_mask))
+        weight = _splat(builder, builder.load(builder.gep(cbptr, [builder.lshr(word, ib_v)])),
+                        _VF)
+        x_row = builder.gep(xt_a.data, [builder.add(builder.mul(c, x_stride), n0_v)])
+        new = [builder.call(fma, [weight, builder.call(masked_load, [p, align, m, zero_f]), a])
+               for p, m, a in zip(quarters(x_row), masks, accs)]
+        k.add_incoming(builder.add(k, ir.Constant(_I64, 1)), builder.block)
+        col.add_incoming(builder.add(c, ir.Constant(_I64, 1)), builder.block)
+        for acc, value in zip(accs, new):
+            acc.add_incoming(value, builder.block)
+        builder.branch(head)
+
+        builder.position_at_end(done)
+        y_row = builder.gep(yt_a.data, [builder.add(builder.mul(r_v, y_stride), n0_v)])
+        is_first = builder.icmp_signed("!=", first_v, ir.Constant(first_v.type, 0))
+        for p, m, acc in zip(quarters(y_row), masks, accs):
+            old = builder.select(is_first, zero_f,
+                                 builder.call(masked_load, [p, align, m, zero_f]))
+            builder.call(masked_store, [builder.fadd(old, acc), p, align, m])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _matmul_t_task(words, split_k, split_col, r0, r1, c0, c1, index_bits, codebook, xt, yt):
+    """yt[r0:r1, c0:c1] (see sq_matmul_t_avx512): column tile by column tile, each row's
+    segment in 64-column register blocks."""
+    n_tiles = split_k.shape[1] - 1
+    if n_tiles == 0 or c1 <= c0:
+        return
+    for t in range(n_tiles):
+        for r in range(r0, r1):
+            for n0 in range(c0, c1, REGISTER_COLS):
+                _segment_update(words, split_k[r, t], split_k[r, t + 1], split_col[r, t],
+                                index_bits, codebook, xt, n0, min(REGISTER_COLS, c1 - n0), yt,
+                                r, t == 0)
+
+
+# parallel=True: row blocks (or column chunks) go to threads; each writes its own part of Yt.
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,
+                       yt):
+    """``Yt = W @ Xt`` for a sparse-quantized ``W`` (AVX-512): the work split of
+    :func:`kernels.sqmm.sq_matmul_t` (same arguments), but each row's entries in a column tile
+    update 64 columns of ``Yt`` held in four zmm registers, loaded and stored once per row
+    and tile instead of once per four entries.
+
+    Parameters
+    ----------
+    words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt :
+        As in :func:`kernels.sqmm.sq_matmul_t` (``split_k`` with at least one tile). Not
+        checked: run only when :data:`AVAILABLE`.
+
+    Notes
+    -----
+    Float32 sums in entry order per column (fastmath allowed), so results differ from a float64
+    product by float32 rounding.
+    """
+    n = xt.shape[1]
+    n_blocks = blocks.shape[0] - 1
+    if n_blocks == 1:
+        for n0 in range(0, n, block_n):
+            _matmul_t_task(words, split_k, split_col, blocks[0], blocks[1], n0,
+                           min(n, n0 + block_n), index_bits, codebook, xt, yt)
+        return
+    n_chunks = (n + block_n - 1) // block_n
+    if n_chunks >= n_blocks:  # wide Xt: chunks of columns, all rows (see sq_matmul_t)
+        for j in prange(n_chunks):
+            _matmul_t_task(words, split_k, split_col, 0, yt.shape[0], j * block_n,
+                           min(n, (j + 1) * block_n), index_bits, codebook, xt, yt)
+        return
+    for b in prange(n_blocks):
+        for n0 in range(0, n, block_n):
+            _matmul_t_task(words, split_k, split_col, blocks[b], blocks[b + 1], n0,
+                           min(n, n0 + block_n), index_bits, codebook, xt, yt)

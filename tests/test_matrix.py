@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dc_engine.matrix import CompressedMatrix, best_index_bits
+from dc_engine.matrix import ALIGN, CompressedMatrix, aligned_empty, best_index_bits
 
 
 @st.composite
@@ -177,3 +177,14 @@ def test_simd_off_by_environment():
             "assert not matrix.CompressedMatrix.from_dense(np.eye(3, dtype=np.float32)).simd")
     env = {**os.environ, "DC_ENGINE_SIMD": "0"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 5), np.float32), (7, np.float64),
+                                          ((0, 4), np.uint8), ((100, 64), np.float32)])
+def test_aligned_empty(shape, dtype):
+    a = aligned_empty(shape, dtype)
+    assert a.flags.c_contiguous and a.dtype == dtype
+    assert a.size == 0 or a.ctypes.data % ALIGN == 0  # (an empty array has no data to align)
+    assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+    a[...] = 1  # writable, and its own memory
+    assert a.base is not None and a.base.nbytes >= a.nbytes

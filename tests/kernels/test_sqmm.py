@@ -113,6 +113,11 @@ def _check(idx, codebook, index_bits, weight_bits, rng):
     tol = np.abs(codebook.astype(np.float64)[idx]) @ np.abs(xt.astype(np.float64)) * 1e-5
     assert yt.dtype == np.float32
     assert np.all(np.abs(yt - want_t) <= tol + 1e-30)
+    if kernels.SQMM_AVX512:
+        yt = np.full((idx.shape[0], n), np.nan, dtype=np.float32)
+        kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt,
+                                   block_n, yt)
+        assert np.all(np.abs(yt - want_t) <= tol + 1e-30)
 
 
 @settings(max_examples=60)
@@ -192,3 +197,29 @@ def test_col_split_on_a_known_row():
     split_k, split_col = _split(kernels, words, rowptr, 3, 5, 16)
     np.testing.assert_array_equal(split_k, [[0, 2, 2, 3, 4]])  # tiles [0,5) [5,10) [10,15) [15,)
     np.testing.assert_array_equal(split_col, [[0, 5, 5, 13, 16]])
+
+
+@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 63, 64, 65, 130, 700])
+def test_avx512_batch_register_blocks(n, rng):
+    """Column counts around the 16-lane quarters and the 64-column register blocks, column
+    tiles, row blocks (and column chunks when Xt is wide), a strided-free but offset Xt
+    window, uint8/uint16/uint32 words and an 8-bit codebook."""
+    for weight_bits, index_bits in ((5, 3), (5, 11), (8, 12)):
+        idx = rng.integers(1, 2**weight_bits, size=(37, 150))
+        idx[rng.random(idx.shape) < 0.8] = 0
+        idx[5] = 0  # an empty row
+        idx = np.ascontiguousarray(idx, dtype=np.uint8)
+        rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+        codebook = np.zeros(2**weight_bits, dtype=np.float32)
+        codebook[1:] = rng.standard_normal(2**weight_bits - 1)
+        xt = rng.standard_normal((150, n)).astype(np.float32)
+        want = codebook.astype(np.float64)[idx] @ xt
+        tol = np.abs(codebook.astype(np.float64)[idx]) @ np.abs(xt.astype(np.float64)) * 1e-5
+        for tile, n_blocks, block_n in ((150, 1, 64), (40, 3, 64), (7, 2, 512), (40, 4, 50)):
+            split_k, split_col = _split(kernels, words, rowptr, index_bits, tile, 150)
+            blocks = kernels.sq_row_blocks(rowptr, n_blocks)
+            yt = np.full((37, n), np.nan, dtype=np.float32)
+            kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook,
+                                       xt, block_n, yt)
+            assert np.all(np.abs(yt - want) <= tol + 1e-30), (weight_bits, index_bits, tile)
