@@ -37,7 +37,7 @@ over a 256 MB float32 array.
 
 Usage::
 
-    python bench/kernels.py [--threads 2] [--repeats 7] [--quick]
+    python bench/kernels.py [--threads 2] [--repeats 7] [--quick | --layers alexnet/fc6,...]
                             [--bits 5:5,4:4,5:auto,5:auto:scalar]
 """
 
@@ -269,13 +269,22 @@ def main() -> int:
                     help="comma-separated weight_bits:index_bits[:scalar] variants of ours "
                          "(:scalar = the scalar batch-1 kernel even where AVX-512 runs)")
     ap.add_argument("--quick", action="store_true", help="three layers only (smoke run)")
+    ap.add_argument("--layers", help="comma-separated layer names (e.g. alexnet/fc6); like "
+                                     "--quick, writes no results unless --out/--md are given")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="JSON results (default bench/results/kernels.json; none with "
                                   "--quick, so a smoke run never replaces the recorded results)")
     ap.add_argument("--md", help="markdown table (default bench/results/kernels.md; none with "
                                  "--quick)")
     args = ap.parse_args()
-    if not args.quick:
+    known = [name for name, *_ in LAYERS]
+    wanted = set(QUICK) if args.quick else set(known)
+    if args.layers:
+        wanted = set(args.layers.split(","))
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            ap.error(f"--layers: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    if not (args.quick or args.layers):
         args.out = args.out or "bench/results/kernels.json"
         args.md = args.md or "bench/results/kernels.md"
     bits = parse_bits(args.bits)
@@ -290,7 +299,7 @@ def main() -> int:
     bw = bandwidth(args.threads, 5)
     rows = []
     for name, out, n_in, density in LAYERS:
-        if args.quick and name not in QUICK:
+        if name not in wanted:
             continue
         rows += measure_layer(name, out, n_in, density, bits, args.threads, args.repeats,
                               args.min_time, bw, rng)
