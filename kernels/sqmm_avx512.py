@@ -9,9 +9,10 @@ way EIE's processing elements work on a stream of (gap, code) pairs:
 1. load 16 words, widen to int32 lanes;
 2. ``gap + 1`` per lane, then an in-register prefix sum (4 shift-and-add steps) gives the 16
    columns, offset by the row's running column;
-3. codes ``word >> ib`` look the weights up **inside registers**: the codebook, zero-padded to
-   64 floats, sits in four zmm registers and two ``vpermi2ps`` plus a blend pick the 16 weights
-   (no memory load per weight); codebooks above 64 entries (7-8 bit codes) use a gather;
+3. codes ``word >> ib`` look the weights up **inside registers**: a codebook of up to 32 floats
+   sits in two zmm registers and one ``vpermi2ps`` picks the 16 weights (no memory load per
+   weight); up to 64 floats (6-bit codes), four registers, two ``vpermi2ps`` and a blend;
+   longer codebooks (7-8 bit codes) use a gather;
 4. one gather reads the 16 ``x[col]``, one FMA accumulates; a masked load and masked gather do
    the last, partial group of a row (no reads past the row, no padding needed).
 
@@ -40,7 +41,8 @@ from numba.extending import intrinsic
 
 from ._config import FASTMATH
 
-#: Codebooks up to this many entries are looked up in registers; longer ones by a gather.
+#: Codebooks up to this many entries are looked up in registers (two zmm and one vpermi2ps up
+#: to 32 entries, four zmm, two vpermi2ps and a blend up to 64); longer ones by a gather.
 REGISTER_CODEBOOK = 64
 
 _I1 = ir.IntType(1)
@@ -123,7 +125,6 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
         gap_mask = _splat(builder, builder.sub(builder.shl(ir.Constant(_I32, 1), ib32),
                                                ir.Constant(_I32, 1)), _VI)
         shift = _splat(builder, ib32, _VI)
-        in_registers = builder.icmp_signed("==", cb_len, ir.Constant(_I64, REGISTER_CODEBOOK))
         cb8 = builder.bitcast(cbptr, _I8P)
         bit5 = ir.Constant(_VI, [32] * 16)
         n = builder.sub(k1_v, k0_v)
@@ -133,8 +134,8 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
         row = builder.gep(wptr, [k0_v])
 
         def row_sum(tables):
-            """The row's sum, looking weights up in ``tables`` (four zmm quarters of the
-            codebook) or, when None, by a gather from the codebook."""
+            """The row's sum, looking weights up in ``tables`` (two or four zmm quarters of
+            the codebook) or, when empty, by a gather from the codebook."""
 
             def group(wv, acc, base, lanes_on):
                 """One group of 16 entries: (acc, base) after it."""
@@ -146,13 +147,14 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
                     steps = builder.add(steps, moved)
                 cols = builder.sub(builder.add(base, steps), one_i)
                 codes = builder.lshr(w32, shift)
-                if tables is None:
+                if not tables:
                     weights = builder.call(gather, [zero_f, cb8, codes, lanes_on, four])
                 else:
-                    low = builder.call(permute, [tables[0], codes, tables[1]])
-                    high = builder.call(permute, [tables[2], codes, tables[3]])
-                    upper = builder.icmp_unsigned("!=", builder.and_(codes, bit5), zero_i)
-                    weights = builder.select(upper, high, low)
+                    weights = builder.call(permute, [tables[0], codes, tables[1]])
+                    if len(tables) == 4:
+                        high = builder.call(permute, [tables[2], codes, tables[3]])
+                        upper = builder.icmp_unsigned("!=", builder.and_(codes, bit5), zero_i)
+                        weights = builder.select(upper, high, weights)
                 xs = builder.call(gather, [zero_f, xptr, cols, lanes_on, four])
                 acc = builder.call(fma, [weights, xs, acc])
                 base = builder.add(base, builder.shuffle_vector(steps, steps, _lanes([15] * 16)))
@@ -193,19 +195,27 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
                     total, total, _lanes(i + half if i < half else i for i in range(16))))
             return builder.extract_element(total, ir.Constant(_I32, 0))
 
+        # one copy of the row loop per lookup: 32 or 64 entries in registers, else a gather
         cbvec = builder.bitcast(cbptr, _VF.as_pointer())
-        with builder.if_else(in_registers) as (then, otherwise):
-            with then:
-                tables = [builder.load(builder.gep(cbvec, [ir.Constant(_I64, q)]), align=4)
-                          for q in range(4)]
-                in_regs = row_sum(tables)
-                then_end = builder.block
-            with otherwise:
-                by_gather = row_sum(None)
-                else_end = builder.block
+        finish = builder.append_basic_block("sqv.finish")
+        modes = builder.append_basic_block("sqv.gather")
+        switch = builder.switch(cb_len, modes)
+        results = []
+        for quarters in (2, 4):
+            block = builder.append_basic_block(f"sqv.cb{16 * quarters}")
+            switch.add_case(ir.Constant(_I64, 16 * quarters), block)
+            builder.position_at_end(block)
+            tables = [builder.load(builder.gep(cbvec, [ir.Constant(_I64, q)]), align=4)
+                      for q in range(quarters)]
+            results.append((row_sum(tables), builder.block))
+            builder.branch(finish)
+        builder.position_at_end(modes)
+        results.append((row_sum([]), builder.block))
+        builder.branch(finish)
+        builder.position_at_end(finish)
         result = builder.phi(_F32)
-        result.add_incoming(in_regs, then_end)
-        result.add_incoming(by_gather, else_end)
+        for value, block in results:
+            result.add_incoming(value, block)
         return result
 
     return sig, codegen
@@ -221,9 +231,9 @@ def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
     words, rowptr, blocks, index_bits, x, y :
         As in :func:`kernels.sqmm.sq_matvec`; in addition ``x.size < 2**31`` (columns are
         int32 lanes). Not checked: run only when :data:`AVAILABLE`.
-    cbv : ndarray, float32. IN: the codebook (``cbv[0] == 0``) zero-padded to
-        :data:`REGISTER_CODEBOOK` entries when it has at most that many (looked up in
-        registers); a longer codebook as it is (looked up by a gather).
+    cbv : ndarray, float32. IN: the codebook (``cbv[0] == 0``) zero-padded to 32 or 64
+        entries when it has at most that many (looked up in registers); a longer codebook as
+        it is (looked up by a gather). :func:`padded_codebook` makes it.
 
     Notes
     -----
@@ -245,7 +255,7 @@ def padded_codebook(codebook):
     codebook = np.asarray(codebook, dtype=np.float32)
     if codebook.size > REGISTER_CODEBOOK:
         return np.ascontiguousarray(codebook)
-    cbv = np.zeros(REGISTER_CODEBOOK, dtype=np.float32)
+    cbv = np.zeros(32 if codebook.size <= 32 else REGISTER_CODEBOOK, dtype=np.float32)
     cbv[:codebook.size] = codebook
     return cbv
 
