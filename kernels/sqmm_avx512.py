@@ -59,7 +59,10 @@ def _target_has_avx512() -> bool:
     """True when Numba compiles for a CPU with AVX-512F.
 
     Numba targets the host CPU unless ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` say otherwise
-    (e.g. ``generic`` for a portable cache): then those decide."""
+    (e.g. ``generic`` for a portable cache): then those decide. False under
+    ``NUMBA_DISABLE_JIT=1``: an intrinsic has no pure-Python form."""
+    if numba.config.DISABLE_JIT:
+        return False
     features = numba.config.CPU_FEATURES
     if features is None and numba.config.CPU_NAME is None:
         try:
