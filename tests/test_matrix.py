@@ -188,3 +188,11 @@ def test_aligned_empty(shape, dtype):
     assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
     a[...] = 1  # writable, and its own memory
     assert a.base is not None and a.base.nbytes >= a.nbytes
+
+
+def test_simd_off_for_a_generic_numba_target():
+    """NUMBA_CPU_NAME=generic (a portable cache) compiles for no AVX-512: the scalar kernels."""
+    code = "import kernels; assert kernels.SQMM_AVX512 is False"
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic"}
+    env.pop("NUMBA_CPU_FEATURES", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
