@@ -85,6 +85,11 @@ def _splat(builder, value, vtype):
     return builder.shuffle_vector(v, v, ir.Constant(_VI, [0] * 16))
 
 
+def _contiguous(*arrays) -> bool:
+    """Every argument a C-contiguous Numba array type (the IR indexes memory directly)."""
+    return all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+
+
 def _lanes(values):
     return ir.Constant(_VI, list(values))
 
@@ -96,9 +101,9 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
     ``words`` uint8/16/32 array, ``k0 <= k1`` int64, ``index_bits`` int64, ``cbv`` float32
     array (at least 64 entries, zero-padded, when the codes fit in 6 bits; else at least one
     entry per code), ``x`` float32 array with every column < len(x) < 2**31."""
-    if not (isinstance(words, types.Array) and isinstance(words.dtype, types.Integer)
+    if not (_contiguous(words, cbv, x) and isinstance(words.dtype, types.Integer)
             and words.dtype.bitwidth in (8, 16, 32)):
-        return None
+        return None  # e.g. a strided x: the lanes index memory from the data pointer
     width = words.dtype.bitwidth
     sig = types.float32(words, k0, k1, index_bits, cbv, x)
 
@@ -275,9 +280,9 @@ def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0
     ``col0``; ``=`` when ``first`` else ``+=``. ``0 < nn <= 64``: the 64 sums live in four zmm
     accumulators for the whole segment (one load and store of the ``yt`` row per segment),
     ``xt`` rows are read by masked loads (no reads past column ``n0 + nn``)."""
-    if not (isinstance(words, types.Array) and isinstance(words.dtype, types.Integer)
+    if not (_contiguous(words, codebook, xt, yt) and isinstance(words.dtype, types.Integer)
             and words.dtype.bitwidth in (8, 16, 32)):
-        return None
+        return None  # e.g. an F-order Xt: 16 columns are read as 16 consecutive floats
     sig = types.void(words, k0, k1, col0, index_bits, codebook, xt, n0, nn, yt, r, first)
 
     def codegen(context, builder, signature, args):

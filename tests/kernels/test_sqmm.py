@@ -223,3 +223,25 @@ def test_avx512_batch_register_blocks(n, rng):
             kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook,
                                        xt, block_n, yt)
             assert np.all(np.abs(yt - want) <= tol + 1e-30), (weight_bits, index_bits, tile)
+
+
+@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+def test_avx512_kernels_refuse_non_contiguous_arrays():
+    """The IR reads 16 consecutive floats from the data pointer: a strided x or an F-order Xt
+    must fail to compile, not give wrong numbers."""
+    import numba
+
+    idx = np.ascontiguousarray([[0, 3, 1, 0, 2]], dtype=np.uint8)
+    rowptr, words = _layout(kernels, idx, 3, 2)
+    codebook = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)
+    blocks = np.array([0, 1])
+    x = np.arange(10, dtype=np.float32)
+    with pytest.raises(numba.core.errors.TypingError):
+        kernels.sq_matvec_avx512(words, rowptr, blocks, 3,
+                                 kernels.sqmm_avx512.padded_codebook(codebook), x[::2],
+                                 np.empty(1, np.float32))
+    split_k, split_col = _split(kernels, words, rowptr, 3, 5, 5)
+    with pytest.raises(numba.core.errors.TypingError):
+        kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, 3, codebook,
+                                   np.asfortranarray(np.ones((5, 4), np.float32)), 64,
+                                   np.empty((1, 4), np.float32))
