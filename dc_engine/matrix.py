@@ -21,9 +21,11 @@ import kernels
 
 from .codebook import MAX_BITS, quantize_weights
 
-SIMD = kernels.SQMM_AVX512 and os.environ.get("DC_ENGINE_SIMD", "1").strip() != "0"
+SIMD = kernels.SQMM_AVX512 and os.environ.get("DC_ENGINE_SIMD", "1").strip().lower() not in (
+    "0", "false", "no", "off")
 """Whether the products run the AVX-512 kernels (:mod:`kernels.sqmm_avx512`) by default: where
-Numba compiles for a CPU with AVX-512F, unless ``DC_ENGINE_SIMD=0`` is set in the environment."""
+Numba compiles for a CPU with AVX-512F, unless ``DC_ENGINE_SIMD`` is ``0`` (or ``false``,
+``no``, ``off``) in the environment."""
 SERIAL_ENTRIES = 16_384
 """Below this much work (entries x input columns) the products run on the calling thread: a
 parallel launch costs about 2 us here, more than a LeNet-sized product (docs/KERNELS.md)."""
@@ -138,7 +140,7 @@ class CompressedMatrix:
         self.shape = (int(out), int(n_in))
         self.weight_bits = weight_bits
         self.index_bits = index_bits
-        self.codebook = codebook
+        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         self.nnz = int(np.count_nonzero(idx2d))
         self.rowptr = np.zeros(out + 1, dtype=np.int64)
         kernels.sq_count(idx2d, index_bits, self.rowptr)

@@ -232,7 +232,7 @@ def sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y):
 
 
 def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
-    # cbv is the codebook, zero-padded to 64 entries when shorter: the extra slots are unused
+    # cbv is the codebook, zero-padded to 32 or 64 entries when shorter: the extra slots are unused
     sq_matvec(words, rowptr, blocks, index_bits, cbv, x, y)
 
 

@@ -27,8 +27,8 @@ It needs AVX-512F in the CPU that Numba compiles for: :data:`AVAILABLE` says whe
 the case here, and callers (:class:`dc_engine.matrix.CompressedMatrix`) fall back to the scalar
 :func:`kernels.sqmm.sq_matvec` otherwise. The NumPy twin is :func:`kernels.reference.sq_matvec`.
 
-Measured on this machine (docs/KERNELS.md): batch 1 1.2-1.5x faster than the scalar kernel
-on the AlexNet / VGG-16 FC shapes (the gathers of ``x`` bound it), batch 64 1.2-2x.
+Measured on this machine (docs/KERNELS.md, bench/results/kernels.json): 1.4-1.5x faster than
+the scalar kernels at batch 1 and 2.0-2.2x at batch 64 on the AlexNet / VGG-16 FC shapes.
 """
 
 import llvmlite.binding as llvm
@@ -85,9 +85,21 @@ def _splat(builder, value, vtype):
     return builder.shuffle_vector(v, v, ir.Constant(_VI, [0] * 16))
 
 
-def _contiguous(*arrays) -> bool:
-    """Every argument a C-contiguous Numba array type (the IR indexes memory directly)."""
-    return all(isinstance(a, types.Array) and a.layout == "C" for a in arrays)
+def _floats(*arrays) -> bool:
+    """Every argument a C-contiguous float32 Numba array type (the IR indexes memory directly,
+    four bytes per element)."""
+    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32
+               for a in arrays)
+
+
+def _words(a) -> bool:
+    """A C-contiguous uint8/uint16/uint32 array type (the packed entries)."""
+    return (isinstance(a, types.Array) and a.layout == "C"
+            and a.dtype in (types.uint8, types.uint16, types.uint32))
+
+
+def _integers(*values) -> bool:
+    return all(isinstance(v, types.Integer) for v in values)
 
 
 def _lanes(values):
@@ -98,14 +110,14 @@ def _lanes(values):
 def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
     """``sum(cbv[code] * x[col])`` over the entries ``words[k0:k1]`` of one row (float32).
 
-    ``words`` uint8/16/32 array, ``k0 <= k1`` int64, ``index_bits`` int64, ``cbv`` float32
-    array (at least 64 entries, zero-padded, when the codes fit in 6 bits; else at least one
-    entry per code), ``x`` float32 array with every column < len(x) < 2**31."""
-    if not (_contiguous(words, cbv, x) and isinstance(words.dtype, types.Integer)
-            and words.dtype.bitwidth in (8, 16, 32)):
-        return None  # e.g. a strided x: the lanes index memory from the data pointer
+    ``words`` uint8/16/32 array, ``k0 <= k1`` and ``index_bits`` integers (passed as int64),
+    ``cbv`` float32 array (exactly 32 or 64 entries: looked up in registers; any other length,
+    at least one entry per code: by a gather), ``x`` float32 array with every column
+    < len(x) < 2**31. Other types do not compile (the IR indexes memory directly)."""
+    if not (_words(words) and _floats(cbv, x) and _integers(k0, k1, index_bits)):
+        return None  # e.g. a strided or float64 x
     width = words.dtype.bitwidth
-    sig = types.float32(words, k0, k1, index_bits, cbv, x)
+    sig = types.float32(words, types.int64, types.int64, types.int64, cbv, x)
 
     def codegen(context, builder, signature, args):
         words_v, k0_v, k1_v, ib_v, cb_v, x_v = args
@@ -279,11 +291,15 @@ def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0
     ``words[k0:k1]`` (a row's entries in one column tile), starting from decoder state
     ``col0``; ``=`` when ``first`` else ``+=``. ``0 < nn <= 64``: the 64 sums live in four zmm
     accumulators for the whole segment (one load and store of the ``yt`` row per segment),
-    ``xt`` rows are read by masked loads (no reads past column ``n0 + nn``)."""
-    if not (_contiguous(words, codebook, xt, yt) and isinstance(words.dtype, types.Integer)
-            and words.dtype.bitwidth in (8, 16, 32)):
-        return None  # e.g. an F-order Xt: 16 columns are read as 16 consecutive floats
-    sig = types.void(words, k0, k1, col0, index_bits, codebook, xt, n0, nn, yt, r, first)
+    ``xt`` rows are read by masked loads (no reads past column ``n0 + nn``). Integers are
+    passed as int64; arrays other than C-contiguous float32 (and uint8/16/32 ``words``) do not
+    compile: 16 columns are read as 16 consecutive floats."""
+    if not (_words(words) and _floats(codebook, xt, yt)
+            and _integers(k0, k1, col0, index_bits, n0, nn, r)
+            and isinstance(first, types.Boolean)):
+        return None  # e.g. an F-order or float64 Xt
+    i64 = types.int64
+    sig = types.void(words, i64, i64, i64, i64, codebook, xt, i64, i64, yt, i64, first)
 
     def codegen(context, builder, signature, args):
         words_v, k0_v, k1_v, col0_v, ib_v, cb_v, xt_v, n0_v, nn_v, yt_v, r_v, first_v = args

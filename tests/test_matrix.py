@@ -41,17 +41,16 @@ def test_matmul_equals_dense_product(case, batch, seed):
     d64, d_abs = dense.astype(np.float64), np.abs(dense.astype(np.float64))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(w.shape[1]).astype(np.float32)
-    _close(m.matmul(x), d64 @ x, d_abs, np.abs(x))
-    if m.simd:  # the scalar kernel too
-        m.simd = False
-        _close(m.matmul(x), d64 @ x, d_abs, np.abs(x))
     xb = rng.standard_normal((batch, w.shape[1])).astype(np.float32)
-    got = m.matmul(xb)
-    assert got.shape == (batch, w.shape[0]) and got.dtype == np.float32
-    assert np.all(np.abs(got - xb.astype(np.float64) @ d64.T)
-                  <= 1e-5 * (np.abs(xb) @ d_abs.T) + 1e-30)
     xt = rng.standard_normal((w.shape[1], batch + 1)).astype(np.float32)
-    _close(m.matmul_t(xt), d64 @ xt, d_abs, np.abs(xt))
+    for simd in sorted({m.simd, False}):  # the AVX-512 kernels where they run, and the scalar
+        m.simd = simd
+        _close(m.matmul(x), d64 @ x, d_abs, np.abs(x))
+        got = m.matmul(xb)
+        assert got.shape == (batch, w.shape[0]) and got.dtype == np.float32
+        assert np.all(np.abs(got - xb.astype(np.float64) @ d64.T)
+                      <= 1e-5 * (np.abs(xb) @ d_abs.T) + 1e-30)
+        _close(m.matmul_t(xt), d64 @ xt, d_abs, np.abs(xt))
 
 
 @settings(max_examples=25)
@@ -158,7 +157,9 @@ def test_simd_switch(monkeypatch):
     w = np.random.default_rng(3).standard_normal((40, 300)).astype(np.float32)
     w[np.abs(w) < 1.0] = 0.0
     m = CompressedMatrix.from_dense(w, 5, "auto")
-    assert m.simd is matrix.SIMD and matrix.SIMD == kernels.SQMM_AVX512  # (no DC_ENGINE_SIMD)
+    assert m.simd is matrix.SIMD
+    if "DC_ENGINE_SIMD" not in os.environ:
+        assert matrix.SIMD == kernels.SQMM_AVX512
     x = np.linspace(-1, 1, 300, dtype=np.float32)
     want = m.to_dense().astype(np.float64) @ x
     m.simd = False
@@ -172,10 +173,11 @@ def test_simd_switch(monkeypatch):
     assert not matrix._simd_possible(2**31)
 
 
-def test_simd_off_by_environment():
+@pytest.mark.parametrize("value", ["0", "false", "Off"])
+def test_simd_off_by_environment(value):
     code = ("import numpy as np; from dc_engine import matrix; assert matrix.SIMD is False; "
             "assert not matrix.CompressedMatrix.from_dense(np.eye(3, dtype=np.float32)).simd")
-    env = {**os.environ, "DC_ENGINE_SIMD": "0"}
+    env = {**os.environ, "DC_ENGINE_SIMD": value}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
@@ -196,3 +198,33 @@ def test_simd_off_for_a_generic_numba_target():
     env = {**os.environ, "NUMBA_CPU_NAME": "generic"}
     env.pop("NUMBA_CPU_FEATURES", None)
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("weight_bits", [9, 12, 16])
+def test_wide_codebooks(weight_bits, rng):
+    """Codes of 9-16 bits (a gathered codebook, uint32 words for wide gaps) on both kernels."""
+    w = rng.standard_normal((23, 90)).astype(np.float32)
+    w[rng.random(w.shape) < 0.6] = 0.0
+    for index_bits in (1, 7, 16):
+        m = CompressedMatrix.from_codes(*_codes(w, weight_bits), index_bits)
+        d64 = m.to_dense().astype(np.float64)
+        x = rng.standard_normal(90).astype(np.float32)
+        xb = rng.standard_normal((37, 90)).astype(np.float32)
+        for simd in sorted({m.simd, False}):
+            m.simd = simd
+            _close(m.matmul(x), d64 @ x, np.abs(d64), np.abs(x))
+            got = m.matmul(xb)
+            assert np.all(np.abs(got - xb.astype(np.float64) @ d64.T)
+                          <= 1e-5 * (np.abs(xb) @ np.abs(d64).T) + 1e-30)
+
+
+def _codes(w, weight_bits):
+    """Codes 1, 2, ... over the non-zeros (wrapping at 2**bits - 1) and a codebook; the
+    reference is the matrix's own to_dense()."""
+    nz = np.flatnonzero(w)
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    idx = np.zeros(w.shape, dtype=np.uint16)
+    codes = 1 + np.arange(nz.size) % (2**weight_bits - 1)
+    idx.flat[nz] = codes
+    codebook[codes] = w.flat[nz]
+    return idx, codebook

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +12,10 @@ from hypothesis import strategies as st
 
 import kernels
 from kernels import reference
+
+
+def mmap_pagesize():
+    return mmap.PAGESIZE
 
 
 def _word_dtype(bits):
@@ -245,3 +252,82 @@ def test_avx512_kernels_refuse_non_contiguous_arrays():
         kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, 3, codebook,
                                    np.asfortranarray(np.ones((5, 4), np.float32)), 64,
                                    np.empty((1, 4), np.float32))
+
+
+@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+def test_avx512_kernels_refuse_wrong_dtypes():
+    """float64 x / Xt / Yt would be read and written as float32 lanes: they must not compile
+    (the scalar kernels accept them)."""
+    import numba
+
+    idx = np.ascontiguousarray([[0, 3, 1, 0, 2]], dtype=np.uint8)
+    rowptr, words = _layout(kernels, idx, 3, 2)
+    codebook = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)
+    blocks = np.array([0, 1])
+    cbv = kernels.sqmm_avx512.padded_codebook(codebook)
+    with pytest.raises(numba.core.errors.TypingError):
+        kernels.sq_matvec_avx512(words, rowptr, blocks, 3, cbv, np.ones(5),
+                                 np.empty(1, np.float32))
+    split_k, split_col = _split(kernels, words, rowptr, 3, 5, 5)
+    with pytest.raises(numba.core.errors.TypingError):
+        kernels.sq_matmul_t_avx512(words, split_k, split_col, blocks, 3, codebook,
+                                   np.ones((5, 4), np.float32), 64, np.empty((1, 4)))
+    # other integer types for the scalars and row pointers are cast, not rejected
+    y = np.full(1, np.nan, dtype=np.float32)
+    kernels.sq_matvec_avx512(words, rowptr.astype(np.int32), blocks, np.uint8(3), cbv,
+                             np.arange(5, dtype=np.float32), y)
+    np.testing.assert_allclose(y, codebook[idx] @ np.arange(5, dtype=np.float32))
+
+
+_PAGE = 4096
+
+
+def _at_page_end(a, keep):
+    """A copy of ``a`` whose last byte is the last byte before a PROT_NONE page: a read or
+    write past the array faults (the masked tails must never touch it)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    a = np.ascontiguousarray(a)
+    pages = -(-a.nbytes // _PAGE) + 1
+    m = mmap.mmap(-1, (pages + 1) * _PAGE)
+    keep.append(m)
+    buf = np.frombuffer(m, np.uint8)
+    assert libc.mprotect(buf.ctypes.data + pages * _PAGE, _PAGE, 0) == 0
+    start = pages * _PAGE - a.nbytes
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux")
+                    or mmap_pagesize() != _PAGE, reason="AVX-512 on Linux with 4 KB pages")
+@pytest.mark.parametrize("weight_bits, index_bits", [(5, 3), (6, 10), (8, 8), (5, 11), (12, 16)])
+def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
+    """Every array the kernels read or write ends right before a guard page: one byte past
+    the end (a tail read or store the masks should have stopped) faults."""
+    keep = []
+    idx = rng.integers(1, 2**weight_bits, size=(9, 77))
+    idx[rng.random(idx.shape) < 0.5] = 0
+    idx[:, -1] = 1  # the last column is used: x[-1] is read
+    idx = np.ascontiguousarray(idx, dtype=np.uint16)
+    rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    codebook[1:] = rng.standard_normal(2**weight_bits - 1)
+    x = rng.standard_normal(77).astype(np.float32)
+    guarded_words = _at_page_end(words, keep)
+    y = _at_page_end(np.zeros(9, np.float32), keep)
+    kernels.sq_matvec_avx512(guarded_words, rowptr, np.array([0, 9]), index_bits,
+                             _at_page_end(kernels.sqmm_avx512.padded_codebook(codebook), keep),
+                             _at_page_end(x, keep), y)
+    np.testing.assert_allclose(y, codebook[idx] @ x, rtol=1e-4, atol=1e-4)
+    split_k, split_col = _split(kernels, words, rowptr, index_bits, 30, 77)
+    for n in (1, 17, 64, 70):
+        xt = rng.standard_normal((77, n)).astype(np.float32)
+        yt = _at_page_end(np.zeros((9, n), np.float32), keep)
+        kernels.sq_matmul_t_avx512(guarded_words, split_k, split_col, np.array([0, 9]),
+                                   index_bits, _at_page_end(codebook, keep),
+                                   _at_page_end(xt, keep), 64, yt)
+        np.testing.assert_allclose(yt, codebook[idx] @ xt, rtol=1e-4, atol=1e-4)
