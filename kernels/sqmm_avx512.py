@@ -64,7 +64,7 @@ def _target_has_avx512() -> bool:
     if numba.config.DISABLE_JIT:
         return False
     features = numba.config.CPU_FEATURES
-    if features is None and numba.config.CPU_NAME in (None, "host"):
+    if features is None and numba.config.CPU_NAME is None:
         try:
             return bool(llvm.get_host_cpu_features().get("avx512f", False))
         except RuntimeError:  # llvmlite cannot tell on this platform
