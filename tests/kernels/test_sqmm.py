@@ -14,10 +14,6 @@ import kernels
 from kernels import reference
 
 
-def mmap_pagesize():
-    return mmap.PAGESIZE
-
-
 def _word_dtype(bits):
     return np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
 
@@ -210,8 +206,8 @@ def test_col_split_on_a_known_row():
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 63, 64, 65, 130, 700])
 def test_avx512_batch_register_blocks(n, rng):
     """Column counts around the 16-lane quarters and the 64-column register blocks, column
-    tiles, row blocks (and column chunks when Xt is wide), a strided-free but offset Xt
-    window, uint8/uint16/uint32 words and an 8-bit codebook."""
+    tiles, row blocks (and column chunks when Xt is wide), uint8/uint16/uint32 words and an
+    8-bit codebook."""
     for weight_bits, index_bits in ((5, 3), (5, 11), (8, 12)):
         idx = rng.integers(1, 2**weight_bits, size=(37, 150))
         idx[rng.random(idx.shape) < 0.8] = 0
@@ -232,16 +228,20 @@ def test_avx512_batch_register_blocks(n, rng):
             assert np.all(np.abs(yt - want) <= tol + 1e-30), (weight_bits, index_bits, tile)
 
 
+def _tiny_layer():
+    """(idx, rowptr, words, codebook, blocks) of a one-row layer with 3-bit gaps."""
+    idx = np.ascontiguousarray([[0, 3, 1, 0, 2]], dtype=np.uint8)
+    rowptr, words = _layout(kernels, idx, 3, 2)
+    return idx, rowptr, words, np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32), np.array([0, 1])
+
+
 @pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
 def test_avx512_kernels_refuse_non_contiguous_arrays():
     """The IR reads 16 consecutive floats from the data pointer: a strided x or an F-order Xt
     must fail to compile, not give wrong numbers."""
     import numba
 
-    idx = np.ascontiguousarray([[0, 3, 1, 0, 2]], dtype=np.uint8)
-    rowptr, words = _layout(kernels, idx, 3, 2)
-    codebook = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)
-    blocks = np.array([0, 1])
+    _, rowptr, words, codebook, blocks = _tiny_layer()
     x = np.arange(10, dtype=np.float32)
     with pytest.raises(numba.core.errors.TypingError):
         kernels.sq_matvec_avx512(words, rowptr, blocks, 3,
@@ -260,10 +260,7 @@ def test_avx512_kernels_refuse_wrong_dtypes():
     (the scalar kernels accept them)."""
     import numba
 
-    idx = np.ascontiguousarray([[0, 3, 1, 0, 2]], dtype=np.uint8)
-    rowptr, words = _layout(kernels, idx, 3, 2)
-    codebook = np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32)
-    blocks = np.array([0, 1])
+    idx, rowptr, words, codebook, blocks = _tiny_layer()
     cbv = kernels.sqmm_avx512.padded_codebook(codebook)
     with pytest.raises(numba.core.errors.TypingError):
         kernels.sq_matvec_avx512(words, rowptr, blocks, 3, cbv, np.ones(5),
@@ -279,14 +276,13 @@ def test_avx512_kernels_refuse_wrong_dtypes():
     np.testing.assert_allclose(y, codebook[idx] @ np.arange(5, dtype=np.float32))
 
 
-_PAGE = 4096
+_PAGE = mmap.PAGESIZE
 
 
 def _at_page_end(a, keep):
     """A copy of ``a`` whose last byte is the last byte before a PROT_NONE page: a read or
     write past the array faults (the masked tails must never touch it)."""
     import ctypes
-    import mmap
 
     libc = ctypes.CDLL(None)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -302,8 +298,8 @@ def _at_page_end(a, keep):
     return out
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux")
-                    or mmap_pagesize() != _PAGE, reason="AVX-512 on Linux with 4 KB pages")
+@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux"),
+                    reason="AVX-512 on Linux (mprotect)")
 @pytest.mark.parametrize("weight_bits, index_bits", [(5, 3), (6, 10), (8, 8), (5, 11), (12, 16)])
 def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
     """Every array the kernels read or write ends right before a guard page: one byte past
