@@ -102,6 +102,11 @@ def _integers(*values) -> bool:
     return all(isinstance(v, types.Integer) for v in values)
 
 
+def _arrays(context, builder, signature, args, *positions):
+    """The array structs (data pointer, shape, strides) of the intrinsic's array arguments."""
+    return [context.make_array(signature.args[i])(context, builder, args[i]) for i in positions]
+
+
 def _lanes(values):
     return ir.Constant(_VI, list(values))
 
@@ -120,13 +125,13 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
     sig = types.float32(words, types.int64, types.int64, types.int64, cbv, x)
 
     def codegen(context, builder, signature, args):
-        words_v, k0_v, k1_v, ib_v, cb_v, x_v = args
+        _, k0_v, k1_v, ib_v, _, _ = args
         module = builder.module
-        ary = context.make_array
-        wptr = ary(signature.args[0])(context, builder, words_v).data
-        cbptr = ary(signature.args[4])(context, builder, cb_v).data
-        cb_len = builder.extract_value(ary(signature.args[4])(context, builder, cb_v).shape, 0)
-        xptr = builder.bitcast(ary(signature.args[5])(context, builder, x_v).data, _I8P)
+        words_a, cb_a, x_a = _arrays(context, builder, signature, args, 0, 4, 5)
+        wptr = words_a.data
+        cbptr = cb_a.data
+        cb_len = builder.extract_value(cb_a.shape, 0)
+        xptr = builder.bitcast(x_a.data, _I8P)
         wvec = ir.VectorType(ir.IntType(width), 16)
 
         permute = _declare(module, "llvm.x86.avx512.vpermi2var.ps.512", _VF, [_VF, _VI, _VF])
@@ -212,7 +217,7 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
             total, _ = group(last, acc, base, tail_on)
             for half in (8, 4, 2, 1):  # horizontal sum
                 total = builder.fadd(total, builder.shuffle_vector(
-                    total, total, _lanes(i + half if i < half else i for i in range(16))))
+                    total, total, _lanes(j + half if j < half else j for j in range(16))))
             return builder.extract_element(total, ir.Constant(_I32, 0))
 
         # one copy of the row loop per lookup: 32 or 64 entries in registers, else a gather
@@ -302,15 +307,11 @@ def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0
     sig = types.void(words, i64, i64, i64, i64, codebook, xt, i64, i64, yt, i64, first)
 
     def codegen(context, builder, signature, args):
-        words_v, k0_v, k1_v, col0_v, ib_v, cb_v, xt_v, n0_v, nn_v, yt_v, r_v, first_v = args
+        _, k0_v, k1_v, col0_v, ib_v, _, _, n0_v, nn_v, _, r_v, first_v = args
         module = builder.module
-
-        def array(i, value):
-            return context.make_array(signature.args[i])(context, builder, value)
-
-        wptr = array(0, words_v).data
-        cbptr = array(5, cb_v).data
-        xt_a, yt_a = array(6, xt_v), array(9, yt_v)
+        words_a, cb_a, xt_a, yt_a = _arrays(context, builder, signature, args, 0, 5, 6, 9)
+        wptr = words_a.data
+        cbptr = cb_a.data
         two = ir.Constant(_I64, 2)
         x_stride = builder.ashr(builder.extract_value(xt_a.strides, 0), two)  # in floats
         y_stride = builder.ashr(builder.extract_value(yt_a.strides, 0), two)
