@@ -148,7 +148,7 @@ class CompressedMatrix:
         kernels.sq_encode(idx2d, index_bits, self.rowptr, self.words)
         self._blocks: dict[int, np.ndarray] = {}
         self._split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._cbv: np.ndarray | None = None
+        self._cbv = kernels.sqmm_avx512.padded_codebook(self.codebook)  # (AVX-512 batch 1)
         self._simd = SIMD and _simd_possible(self.shape[1])
 
     # ------------------------------------------------------------------ builders
@@ -345,15 +345,10 @@ class CompressedMatrix:
                              f"{self.shape} matrix, got {x.shape}")
         if x.ndim == 1 or x.shape[0] == 1:  # one sample: the matrix-vector kernel
             y = np.empty(out, dtype=np.float32)
-            x1 = np.ascontiguousarray(x.reshape(n_in))
-            if self._simd:
-                if self._cbv is None:
-                    self._cbv = kernels.sqmm_avx512.padded_codebook(self.codebook)
-                kernels.sq_matvec_avx512(self.words, self.rowptr, self._row_blocks(),
-                                         self.index_bits, self._cbv, x1, y)
-            else:
-                kernels.sq_matvec(self.words, self.rowptr, self._row_blocks(),
-                                  self.index_bits, self.codebook, x1, y)
+            product, codebook = ((kernels.sq_matvec_avx512, self._cbv) if self._simd
+                                 else (kernels.sq_matvec, self.codebook))
+            product(self.words, self.rowptr, self._row_blocks(), self.index_bits, codebook,
+                    np.ascontiguousarray(x.reshape(n_in)), y)
             return y if x.ndim == 1 else y[None, :]
         # Xt = x.T in an aligned buffer; for the AVX-512 kernel with the columns padded to a
         # multiple of 16 so that every row of Xt starts on a cache line too (the register
