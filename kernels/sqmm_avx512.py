@@ -16,6 +16,11 @@ way EIE's processing elements work on a stream of (gap, code) pairs:
 4. one gather reads the 16 ``x[col]``, one FMA accumulates; a masked load and masked gather do
    the last, partial group of a row (no reads past the row, no padding needed).
 
+uint8 words (``index_bits <= 5``) first go through 64-entry blocks (:class:`_ByteBlocks`): one
+64-bit multiply per eight entries replaces the prefix sum's shuffles, and the columns and codes
+of 16 entries come out of the loaded words by shifts and masks (about 12 vector uops per 16
+entries instead of 20); the rest of the row goes by groups of 16 as above.
+
 :func:`sq_matmul_t_avx512` (batch N, convolutions) decodes entries one by one as the scalar
 kernel does, but keeps 64 columns of a ``Yt`` row in four zmm accumulators for all the entries
 of a row segment (masked loads for fewer columns).
@@ -27,8 +32,7 @@ It needs AVX-512F in the CPU that Numba compiles for: :data:`AVAILABLE` says whe
 the case here, and callers (:class:`dc_engine.matrix.CompressedMatrix`) fall back to the scalar
 :func:`kernels.sqmm.sq_matvec` otherwise. The NumPy twin is :func:`kernels.reference.sq_matvec`.
 
-Measured on this machine (docs/KERNELS.md, bench/results/kernels.json): 1.4-1.5x faster than
-the scalar kernels at batch 1 and 2.0-2.2x at batch 64 on the AlexNet / VGG-16 FC shapes.
+Measured on this machine: docs/KERNELS.md, bench/results/kernels.json.
 """
 
 import llvmlite.binding as llvm
@@ -81,8 +85,10 @@ def _declare(module, name, ret, args):
 
 
 def _splat(builder, value, vtype):
+    """``value`` in every lane of a vector of type ``vtype``."""
     v = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(_VI, [0] * 16))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count),
+                                                    [0] * vtype.count))
 
 
 def _floats(*arrays) -> bool:
@@ -109,6 +115,103 @@ def _arrays(context, builder, signature, args, *positions):
 
 def _lanes(values):
     return ir.Constant(_VI, list(values))
+
+
+_V8I64 = ir.VectorType(_I64, 8)
+_V8I32 = ir.VectorType(_I32, 8)
+_V64I8 = ir.VectorType(ir.IntType(8), 64)
+
+#: Widest gap field the 64-entry blocks of uint8 rows take: the column offsets inside a 64-bit
+#: lane, ``sum(gaps) + i <= 8 * (2**ib - 1) + 7``, must fit a byte. Wider: groups of 16 only.
+BLOCK_INDEX_BITS = 5
+
+
+class _ByteBlocks:
+    """The 64-entry block loop of :func:`_row_dot` for uint8 words (``index_bits <= 5``).
+
+    One 64-byte load holds 64 entries, eight per 64-bit lane. One multiply of each lane's gap
+    bytes by ``0x0101010101010101`` leaves in byte ``i`` the sum of the lane's gaps ``0..i``;
+    plus ``i``, the column of entry ``i`` counted from the lane's first column. The lanes' first
+    columns come from an exclusive prefix sum over the eight lane totals (gaps + 8; three
+    shift-and-add steps on qwords) plus the running column. The 64 entries then go through four
+    steps of 16 lanes, step ``c`` taking byte ``c`` of every dword (entries ``4 l + c``): dword
+    ``l`` lies in 64-bit lane ``l // 2`` whatever ``c``, so the four steps share one vector of
+    first columns, and widening a byte is a shift and a mask, not a cross-lane shuffle. Per 16
+    entries that is about 12 vector uops besides the gather, against about 20 for a group of 16
+    with its own prefix sum (four shuffles and four adds)."""
+
+    def __init__(self, builder, ib_v, n):
+        self.builder = builder
+        i8 = ir.IntType(8)
+        ib8 = builder.trunc(ib_v, i8)
+        ib32 = builder.trunc(ib_v, _I32)
+        one8 = ir.Constant(i8, 1)
+        self.gap_mask = _splat(builder, builder.sub(builder.shl(one8, ib8), one8), _V64I8)
+        self.code_shift = _splat(builder, ib32, _VI)
+        self.code_mask = _splat(builder, builder.sub(builder.shl(ir.Constant(_I32, 1), builder.sub(
+            ir.Constant(_I32, 8), ib32)), ir.Constant(_I32, 1)), _VI)
+        fits = builder.icmp_signed("<=", ib_v, ir.Constant(_I64, BLOCK_INDEX_BITS))
+        #: full 64-entry blocks of the row (0 when the gap field is too wide)
+        self.count = builder.select(fits, builder.ashr(n, ir.Constant(_I64, 6)),
+                                    ir.Constant(_I64, 0))
+
+    def step(self, wv, acc, base, product):
+        """64 entries ``wv`` (<64 x i8>) from running column ``base`` (<8 x i64>, all lanes
+        equal): (acc, base) after them."""
+        b = self.builder
+        q = [ir.Constant(_V8I64, [v] * 8) for v in (0, 8, 32, 56, 0x0101010101010101)]
+        zero_q, eight_q, q32, q56, ones_q = q
+        sums = b.mul(b.bitcast(b.and_(wv, self.gap_mask), _V8I64), ones_q)
+        totals = b.add(b.lshr(sums, q56), eight_q)  # columns each 64-bit lane spans
+        ends = totals
+        for sh in (1, 2, 4):  # inclusive prefix sum over the 8 lanes
+            moved = b.shuffle_vector(zero_q, ends, ir.Constant(
+                _V8I32, [0 if i < sh else 8 + i - sh for i in range(8)]))
+            ends = b.add(ends, moved)
+        firsts = b.add(b.sub(ends, totals), base)  # each 64-bit lane's first column
+        firsts = b.bitcast(b.or_(firsts, b.shl(firsts, q32)), _VI)  # into both its dwords
+        offsets = b.bitcast(b.add(b.bitcast(sums, _V64I8), ir.Constant(
+            _V64I8, [i % 8 for i in range(64)])), _VI)
+        words = b.bitcast(wv, _VI)
+        byte = ir.Constant(_VI, [255] * 16)
+        for c in range(4):
+            by = ir.Constant(_VI, [8 * c] * 16)
+            within = b.lshr(offsets, by) if c else offsets
+            if c < 3:
+                within = b.and_(within, byte)
+            codes = b.lshr(words, b.add(self.code_shift, by))
+            if c < 3:  # the next byte's bits above the code (byte 3: shifted out)
+                codes = b.and_(codes, self.code_mask)
+            acc = product(codes, b.add(within, firsts), acc, ir.Constant(_VB, [1] * 16))
+        return acc, b.add(base, b.shuffle_vector(ends, ends, ir.Constant(_V8I32, [7] * 8)))
+
+    def loop(self, row, product):
+        """The block loop over ``row`` (pointer to the row's first word): (acc, base as
+        <16 x i32>) after the last full block, for the groups of 16 that follow."""
+        b = self.builder
+        start = b.block
+        head = b.append_basic_block("sqb.head")
+        body = b.append_basic_block("sqb.body")
+        done = b.append_basic_block("sqb.done")
+        b.branch(head)
+        b.position_at_end(head)
+        j = b.phi(_I64)
+        acc = b.phi(_VF)
+        base = b.phi(_V8I64)
+        j.add_incoming(ir.Constant(_I64, 0), start)
+        acc.add_incoming(ir.Constant(_VF, [0.0] * 16), start)
+        base.add_incoming(ir.Constant(_V8I64, [0] * 8), start)
+        b.cbranch(b.icmp_signed("<", j, self.count), body, done)
+        b.position_at_end(body)
+        at = b.bitcast(b.gep(row, [b.shl(j, ir.Constant(_I64, 6))]), _V64I8.as_pointer())
+        next_acc, next_base = self.step(b.load(at, align=1), acc, base, product)
+        j.add_incoming(b.add(j, ir.Constant(_I64, 1)), b.block)
+        acc.add_incoming(next_acc, b.block)
+        base.add_incoming(next_base, b.block)
+        b.branch(head)
+        b.position_at_end(done)
+        column = b.trunc(b.extract_element(base, ir.Constant(_I32, 0)), _I32)
+        return acc, _splat(b, column, _VI)
 
 
 @intrinsic
@@ -153,14 +256,35 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
         cb8 = builder.bitcast(cbptr, _I8P)
         bit5 = ir.Constant(_VI, [32] * 16)
         n = builder.sub(k1_v, k0_v)
-        n_full = builder.ashr(n, ir.Constant(_I64, 4))
-        rest = builder.trunc(builder.and_(n, ir.Constant(_I64, 15)), _I32)
-        tail_on = builder.icmp_unsigned("<", _lanes(range(16)), _splat(builder, rest, _VI))
         row = builder.gep(wptr, [k0_v])
+        if width == 8:  # 64-entry blocks first (see _byte_blocks), then groups of 16
+            blocks = _ByteBlocks(builder, ib_v, n)
+            n_blocked = builder.shl(blocks.count, ir.Constant(_I64, 6))
+        else:
+            blocks = None
+            n_blocked = ir.Constant(_I64, 0)
+        n_rest = builder.sub(n, n_blocked)
+        n_full = builder.ashr(n_rest, ir.Constant(_I64, 4))
+        rest = builder.trunc(builder.and_(n_rest, ir.Constant(_I64, 15)), _I32)
+        tail_on = builder.icmp_unsigned("<", _lanes(range(16)), _splat(builder, rest, _VI))
+        groups = builder.gep(row, [n_blocked])
 
         def row_sum(tables):
             """The row's sum, looking weights up in ``tables`` (two or four zmm quarters of
             the codebook) or, when empty, by a gather from the codebook."""
+
+            def product(codes, cols, acc, lanes_on):
+                """acc + codebook[codes] * x[cols] (lanes off: unchanged)."""
+                if not tables:
+                    weights = builder.call(gather, [zero_f, cb8, codes, lanes_on, four])
+                else:  # a 32-entry lookup reads bits 0-4 of the codes only
+                    weights = builder.call(permute, [tables[0], codes, tables[1]])
+                    if len(tables) == 4:
+                        high = builder.call(permute, [tables[2], codes, tables[3]])
+                        upper = builder.icmp_unsigned("!=", builder.and_(codes, bit5), zero_i)
+                        weights = builder.select(upper, high, weights)
+                xs = builder.call(gather, [zero_f, xptr, cols, lanes_on, four])
+                return builder.call(fma, [weights, xs, acc])
 
             def group(wv, acc, base, lanes_on):
                 """One group of 16 entries: (acc, base) after it."""
@@ -171,20 +295,13 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
                         zero_i, steps, _lanes(0 if i < sh else 16 + i - sh for i in range(16)))
                     steps = builder.add(steps, moved)
                 cols = builder.sub(builder.add(base, steps), one_i)
-                codes = builder.lshr(w32, shift)
-                if not tables:
-                    weights = builder.call(gather, [zero_f, cb8, codes, lanes_on, four])
-                else:
-                    weights = builder.call(permute, [tables[0], codes, tables[1]])
-                    if len(tables) == 4:
-                        high = builder.call(permute, [tables[2], codes, tables[3]])
-                        upper = builder.icmp_unsigned("!=", builder.and_(codes, bit5), zero_i)
-                        weights = builder.select(upper, high, weights)
-                xs = builder.call(gather, [zero_f, xptr, cols, lanes_on, four])
-                acc = builder.call(fma, [weights, xs, acc])
+                acc = product(builder.lshr(w32, shift), cols, acc, lanes_on)
                 base = builder.add(base, builder.shuffle_vector(steps, steps, _lanes([15] * 16)))
                 return acc, base
 
+            acc0, base0 = zero_f, zero_i
+            if blocks is not None:
+                acc0, base0 = blocks.loop(row, product)
             start = builder.block
             head = builder.append_basic_block("sqv.head")
             body = builder.append_basic_block("sqv.body")
@@ -196,12 +313,12 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
             acc = builder.phi(_VF)
             base = builder.phi(_VI)
             i.add_incoming(ir.Constant(_I64, 0), start)
-            acc.add_incoming(zero_f, start)
-            base.add_incoming(zero_i, start)
+            acc.add_incoming(acc0, start)
+            base.add_incoming(base0, start)
             builder.cbranch(builder.icmp_signed("<", i, n_full), body, tail)
 
             builder.position_at_end(body)
-            at = builder.bitcast(builder.gep(row, [builder.shl(i, ir.Constant(_I64, 4))]),
+            at = builder.bitcast(builder.gep(groups, [builder.shl(i, ir.Constant(_I64, 4))]),
                                  wvec.as_pointer())
             next_acc, next_base = group(builder.load(at, align=1), acc, base, all_on)
             i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
@@ -210,8 +327,8 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
             builder.branch(head)
 
             builder.position_at_end(tail)  # the last 0..15 entries, masked
-            at = builder.bitcast(builder.gep(row, [builder.shl(n_full, ir.Constant(_I64, 4))]),
-                                 wvec.as_pointer())
+            at = builder.bitcast(
+                builder.gep(groups, [builder.shl(n_full, ir.Constant(_I64, 4))]), wvec.as_pointer())
             last = builder.call(masked_load, [at, ir.Constant(_I32, 1), tail_on,
                                               ir.Constant(wvec, [0] * 16)])
             total, _ = group(last, acc, base, tail_on)

@@ -192,6 +192,42 @@ def test_avx512_groups_tails_and_codebook_lookups(weight_bits, rng):
     assert widths == ({1, 2, 4} if weight_bits < 8 else {2, 4})
 
 
+@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.parametrize("weight_bits", [1, 2, 3, 4, 5, 6, 7])
+def test_avx512_byte_blocks(weight_bits, rng):
+    """uint8 words: rows of 0..300 entries (64-entry blocks, then groups of 16 and a tail) for
+    every gap width; rows of fillers only (every gap 2**ib - 1: at ib = 5 the in-lane column
+    offsets reach 255, a byte's top); gap widths above 5 (groups only); the 32-entry, 64-entry
+    and gathered codebooks (5, 6 and 7 bits)."""
+    top = 2**weight_bits - 1
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    codebook[1:] = rng.standard_normal(top)
+    cbv = kernels.sqmm_avx512.padded_codebook(codebook)
+    for index_bits in range(1, 9 - weight_bits):
+        n_in = 4000
+        idx = np.zeros((40, n_in), dtype=np.uint8)
+        for r in range(34):  # k non-zeros at density d in the first k / d columns
+            k = int(rng.integers(0, 301))
+            span = min(n_in, max(k, int(k / rng.choice([0.01, 0.05, 0.2, 0.6, 1.0]))))
+            cols = rng.choice(span, size=k, replace=False)
+            idx[r, cols] = rng.integers(1, top + 1, size=k)
+        span = 2**index_bits
+        for r, last in zip(range(34, 40), (63, 64 * span - 1, 64 * span, 130 * span, n_in, 0)):
+            idx[r, min(last, n_in - 1)] = top  # fillers only before the one non-zero
+        rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+        assert words.dtype == np.uint8
+        lengths = np.diff(rowptr)
+        assert lengths.max() >= 192
+        x = rng.standard_normal(n_in).astype(np.float32)
+        want = codebook.astype(np.float64)[idx] @ x
+        for n_blocks in (1, 4):
+            y = np.full(40, np.nan, dtype=np.float32)
+            kernels.sq_matvec_avx512(words, rowptr, kernels.sq_row_blocks(rowptr, n_blocks),
+                                     index_bits, cbv, x, y)
+            assert np.all(np.abs(y - want) <= _tolerance(idx, codebook, x)), (
+                weight_bits, index_bits)
+
+
 def test_col_split_on_a_known_row():
     """Entries at columns 1, 4, 12 (filler), 15 with 3-bit gaps (DC Fig. 2), tiles of 5."""
     idx = np.zeros((1, 16), dtype=np.uint8)
@@ -300,28 +336,30 @@ def _at_page_end(a, keep):
 
 @pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux"),
                     reason="AVX-512 on Linux (mprotect)")
-@pytest.mark.parametrize("weight_bits, index_bits", [(5, 3), (6, 10), (8, 8), (5, 11), (12, 16)])
+@pytest.mark.parametrize("weight_bits, index_bits", [(5, 3), (3, 5), (6, 10), (8, 8), (5, 11),
+                                                     (12, 16)])
 def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
     """Every array the kernels read or write ends right before a guard page: one byte past
     the end (a tail read or store the masks should have stopped) faults."""
     keep = []
-    idx = rng.integers(1, 2**weight_bits, size=(9, 77))
+    n_in = 300  # rows of ~150 entries: 64-entry blocks of uint8 words, then groups of 16
+    idx = rng.integers(1, 2**weight_bits, size=(9, n_in))
     idx[rng.random(idx.shape) < 0.5] = 0
     idx[:, -1] = 1  # the last column is used: x[-1] is read
     idx = np.ascontiguousarray(idx, dtype=np.uint16)
     rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
     codebook = np.zeros(2**weight_bits, dtype=np.float32)
     codebook[1:] = rng.standard_normal(2**weight_bits - 1)
-    x = rng.standard_normal(77).astype(np.float32)
+    x = rng.standard_normal(n_in).astype(np.float32)
     guarded_words = _at_page_end(words, keep)
     y = _at_page_end(np.zeros(9, np.float32), keep)
     kernels.sq_matvec_avx512(guarded_words, rowptr, np.array([0, 9]), index_bits,
                              _at_page_end(kernels.sqmm_avx512.padded_codebook(codebook), keep),
                              _at_page_end(x, keep), y)
     np.testing.assert_allclose(y, codebook[idx] @ x, rtol=1e-4, atol=1e-4)
-    split_k, split_col = _split(kernels, words, rowptr, index_bits, 30, 77)
+    split_k, split_col = _split(kernels, words, rowptr, index_bits, 30, n_in)
     for n in (1, 17, 64, 70):
-        xt = rng.standard_normal((77, n)).astype(np.float32)
+        xt = rng.standard_normal((n_in, n)).astype(np.float32)
         yt = _at_page_end(np.zeros((9, n), np.float32), keep)
         kernels.sq_matmul_t_avx512(guarded_words, split_k, split_col, np.array([0, 9]),
                                    index_bits, _at_page_end(codebook, keep),
