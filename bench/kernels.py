@@ -29,6 +29,10 @@ implementation: NumPy only guarantees 16 bytes, and where an ``Xt`` row straddle
 our AVX-512 batch kernel ran up to 1.5x slower (torch up to 1.3x), so unaligned inputs made the
 batch-64 times a lottery from run to run (docs/KERNELS.md).
 
+Where the AVX-512 kernels run, batch 1 also times the x-gather floor of each variant of ours
+(``bench/_gather.py``: the gathers of ``x`` alone, one per entry, at the matrix's columns):
+dense time / floor is the best ratio to dense any kernel that gathers ``x`` per entry reaches.
+
 Bytes read (the matrix only; ``x`` is the same for all): dense ``4*out*in``; CSR (scipy and
 torch, int32) ``4*nnz + 4*nnz + 4*(out+1)``; ours ``m.nbytes`` (packed entries + row pointers +
 codebook; at batch > 1 the column-split index of ``matmul_t`` is added). The lower-bound time is
@@ -56,6 +60,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench._common import environment, median, timeit, write_json  # noqa: E402
+import kernels  # noqa: E402
 from dc_engine.matrix import CompressedMatrix, aligned_empty  # noqa: E402
 from dc_engine.threads import limit_threads  # noqa: E402
 
@@ -172,6 +177,14 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
                 assert got.shape == want.shape, (key, got.shape)
                 assert np.all(np.abs(got - want) <= 1e-4 * scale + 1e-6), f"{name} {key} wrong"
             times = {k: timeit(f, repeats, min_time, warm=True) for k, f in fns.items()}
+            floors = {}
+            if batch == 1 and kernels.SQMM_AVX512:  # where the time goes: x gathers alone
+                from bench._gather import GatherFloor
+                for key, m in mats.items():
+                    if m.simd:
+                        floor = GatherFloor(m, x, threads)
+                        floor.check()
+                        floors[key] = timeit(floor, repeats, min_time, warm=True)
         nbytes = {"dense": 4 * out * n_in, "scipy": 8 * nnz + 4 * (out + 1),
                   "torch": 8 * nnz + 4 * (out + 1) if tcsr is not None else None}
         for key, m in mats.items():
@@ -187,7 +200,8 @@ def measure_layer(name, out, n_in, density, bits, threads, repeats, min_time, bw
                             "entries": m.n_entries, "fillers": m.n_entries - m.nnz,
                             "word_bytes": m.words.itemsize, "build_s": m.build_s,
                             "simd": m.simd}
-                        for k, m in mats.items()}}
+                        for k, m in mats.items()},
+               "gather_floor_s": floors}
         row["speedup"] = {k: {peer: (times[peer] / times[k] if peer in times else None)
                               for peer in ("dense", "scipy", "torch")} for k in mats}
         rows.append(row)
@@ -252,6 +266,24 @@ def markdown(rows: list[dict], keys: list[str], env: dict, bw: float, args, met:
         cells += [f"{b['dense'] / 1e6:.2f} ({ms(bo['dense'])})",
                   f"{b['scipy'] / 1e6:.2f} ({ms(bo['scipy'])})"]
         lines.append("| " + " | ".join(cells) + " |")
+    floor_keys = [k for k in keys if any(k in r.get("gather_floor_s", {}) for r in rows)]
+    if floor_keys:
+        lines += ["", "Where batch-1 time goes: the x-gather floor (bench/_gather.py: x gathered "
+                  "at every entry's column, 16 per vgatherdps, nothing else; ms) and the best "
+                  "ratio to dense a kernel that gathers x per entry could reach (dense / floor).",
+                  ""]
+        head = ("| layer | " + " | ".join(f"{k} ms / floor ms" for k in floor_keys)
+                + " | dense ms | " + " | ".join(f"{k} dense / floor" for k in floor_keys) + " |")
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            f = r.get("gather_floor_s", {})
+            if r["batch"] != 1 or not f:
+                continue
+            t = r["time_s"]
+            cells = [r["layer"]] + [f"{ms(t[k])} / {ms(f.get(k))}" for k in floor_keys]
+            cells.append(ms(t["dense"]))
+            cells += [f"{t['dense'] / f[k]:.2f}" if k in f else "-" for k in floor_keys]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Goals (AlexNet and VGG FC layers): batch 1 >= 3x dense, >= 1.5x scipy, faster "
               "than torch; batch 64 at density <= 10% faster than dense and torch.", ""]
     for k in keys:

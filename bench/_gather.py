@@ -1,0 +1,111 @@
+"""The x-gather floor of a batch-1 product (bench/kernels.py, "where the time goes").
+
+Any ``y = W x`` kernel that reads ``x`` at each entry's column by a gather pays at least the
+gathers: :class:`GatherFloor` does as many 16-column ``vgatherdps`` as the matrix has groups of
+16 entries (fillers included, as ``sq_matvec_avx512`` reads them), one FMA each, the work split
+evenly over the threads, and nothing else: no decoding, no rows, no codebook. The columns are
+the matrix's own (its first :data:`WINDOW` entries, read round and round, so the column list
+stays in L1 and costs less than any encoding of it). Its time, against dense BLAS's time on the
+same layer, bounds the batch-1 ratio such a kernel can reach on this machine.
+
+Needs AVX-512F (``kernels.SQMM_AVX512``); a benchmark helper, not part of the engine.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from kernels.sqmm_avx512 import _I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare
+
+
+#: Entries whose columns the floor gathers, round and round (16 KB of int32: in L1).
+WINDOW = 4096
+
+
+@intrinsic
+def _gather_sum(typingctx, cols, x, k0, k1):
+    """sum(x[cols[k % WINDOW]] for k in range(k0, k1)) in float32 lanes, 16 per gather
+    (``k0``, ``k1`` multiples of 16, ``cols`` of WINDOW entries)."""
+    if not (isinstance(cols, types.Array) and cols.dtype == types.int32 and cols.layout == "C"
+            and isinstance(x, types.Array) and x.dtype == types.float32 and x.layout == "C"):
+        return None
+    sig = types.float32(cols, x, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        cols_a, x_a = _arrays(context, builder, signature, args, 0, 1)
+        k0, k1 = args[2], args[3]
+        gather = _declare(builder.module, "llvm.x86.avx512.mask.gather.dps.512", _VF,
+                          [_VF, _I8P, _VI, _VB, _I32])
+        fma = _declare(builder.module, "llvm.fma.v16f32", _VF, [_VF, _VF, _VF])
+        xptr = builder.bitcast(x_a.data, _I8P)
+        zero = ir.Constant(_VF, [0.0] * 16)
+        start = builder.block
+        head = builder.append_basic_block("g.head")
+        body = builder.append_basic_block("g.body")
+        done = builder.append_basic_block("g.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        k = builder.phi(_I64)
+        acc = builder.phi(_VF)
+        k.add_incoming(k0, start)
+        acc.add_incoming(zero, start)
+        builder.cbranch(builder.icmp_signed("<", k, k1), body, done)
+        builder.position_at_end(body)
+        at = builder.bitcast(builder.gep(cols_a.data, [
+            builder.and_(k, ir.Constant(_I64, WINDOW - 1))]), _VI.as_pointer())
+        xs = builder.call(gather, [zero, xptr, builder.load(at, align=4),
+                                   ir.Constant(_VB, [1] * 16), ir.Constant(_I32, 4)])
+        k.add_incoming(builder.add(k, ir.Constant(_I64, 16)), builder.block)
+        acc.add_incoming(builder.call(fma, [xs, ir.Constant(_VF, [1.0] * 16), acc]),
+                         builder.block)
+        builder.branch(head)
+        builder.position_at_end(done)
+        total = acc
+        for half in (8, 4, 2, 1):
+            total = builder.fadd(total, builder.shuffle_vector(total, total, ir.Constant(
+                _VI, [j + half if j < half else j for j in range(16)])))
+        return builder.extract_element(total, ir.Constant(_I32, 0))
+
+    return sig, codegen
+
+
+@numba.njit(nogil=True, parallel=True)
+def _floor(cols, x, parts, sums):
+    for p in prange(parts.size - 1):
+        sums[p] = _gather_sum(cols, x, parts[p], parts[p + 1])
+
+
+def entry_columns(words, rowptr, index_bits) -> np.ndarray:
+    """The column of every packed entry (fillers included), int32."""
+    steps = (words.astype(np.int64) & ((1 << index_bits) - 1)) + 1
+    ends = np.cumsum(steps)
+    row_start = np.repeat(np.concatenate([[0], ends])[rowptr[:-1]], np.diff(rowptr))
+    return (ends - row_start - 1).astype(np.int32)
+
+
+class GatherFloor:
+    """``floor()`` gathers ``x`` once per entry of the matrix ``m`` (rounded up to 16) over
+    ``threads`` threads, at the columns of its first :data:`WINDOW` entries."""
+
+    def __init__(self, m, x, threads: int):
+        cols = entry_columns(m.words, m.rowptr, m.index_bits)[:WINDOW]
+        self.cols = np.resize(cols if cols.size else np.zeros(1, np.int32), WINDOW)
+        self.x = x
+        groups = -(-m.n_entries // 16)
+        self.parts = (np.arange(threads + 1) * groups // threads * 16).astype(np.int64)
+        self.sums = np.zeros(threads, dtype=np.float32)
+
+    def __call__(self) -> float:
+        _floor(self.cols, self.x, self.parts, self.sums)
+        return float(self.sums.sum())
+
+    def check(self) -> None:
+        """The gathered sum equals NumPy's over the same columns (float32 rounding)."""
+        k = np.arange(self.parts[-1]) % WINDOW
+        terms = self.x[self.cols[k]].astype(np.float64)
+        got = self()
+        assert abs(got - terms.sum()) <= 1e-5 * np.abs(terms).sum() + 1e-6, (got, terms.sum())
