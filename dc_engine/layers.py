@@ -19,6 +19,8 @@ Layouts follow Caffe and PyTorch: Dense ``W`` is (out, in) and y = x W^T + b; Co
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import kernels
@@ -353,7 +355,7 @@ class Flatten(Layer):
     def forward(self, x, train=False):
         x = np.asarray(x)
         self._cache = x.shape if train else None
-        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (np.prod: ~3 us a call)
 
     def backward(self, dy, need_dx=True):
         shape = self._cached()
