@@ -257,7 +257,7 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
         bit5 = ir.Constant(_VI, [32] * 16)
         n = builder.sub(k1_v, k0_v)
         row = builder.gep(wptr, [k0_v])
-        if width == 8:  # 64-entry blocks first (see _byte_blocks), then groups of 16
+        if width == 8:  # 64-entry blocks first (see _ByteBlocks), then groups of 16
             blocks = _ByteBlocks(builder, ib_v, n)
             n_blocked = builder.shl(blocks.count, ir.Constant(_I64, 6))
         else:

@@ -41,7 +41,7 @@ def cases(draw):
     weight_bits = draw(st.integers(1, 8))
     index_bits = draw(st.integers(1, 8))
     out = draw(st.integers(1, 12))
-    n_in = draw(st.integers(1, 90))
+    n_in = draw(st.one_of(st.integers(1, 90), st.integers(150, 400)))  # long: 64-entry blocks
     seed = draw(st.integers(0, 2**32 - 1))
     density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
     rng = np.random.default_rng(seed)
@@ -228,6 +228,43 @@ def test_avx512_byte_blocks(weight_bits, rng):
                 weight_bits, index_bits)
 
 
+@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux"),
+                    reason="AVX-512 on Linux (mprotect)")
+@pytest.mark.parametrize("index_bits", [1, 2, 3, 4, 5])
+def test_avx512_byte_blocks_on_raw_words(index_bits, rng):
+    """Hand-made uint8 rows, not from the encoder: every gap at its maximum with non-zero codes
+    (the in-lane column offsets reach 8 * (2**ib - 1) + 7, 255 at ib = 5, and every entry's
+    column matters, unlike a filler's), and random gaps; rows of 64 k + t entries; the
+    32-entry, 64-entry and gathered codebooks (code widths 8 - ib); x exactly as long as the
+    last column + 1 and every array right before a guard page."""
+    weight_bits = 8 - index_bits
+    keep = []
+    rows, want_terms = [], []
+    for length in (64, 128, 197, 200, 0, 63):
+        for maximal in (True, False):
+            gaps = (np.full(length, 2**index_bits - 1) if maximal
+                    else rng.integers(0, 2**index_bits, size=length))
+            codes = rng.integers(1, 2**weight_bits, size=length)
+            rows.append((gaps, codes))
+    n_in = max(int(np.sum(g + 1)) for g, _ in rows)
+    codebook = np.zeros(2**weight_bits, dtype=np.float32)
+    codebook[1:] = rng.standard_normal(2**weight_bits - 1)
+    x = rng.standard_normal(n_in).astype(np.float32)
+    words = np.concatenate([(c << index_bits | g) for g, c in rows]).astype(np.uint8)
+    rowptr = np.concatenate([[0], np.cumsum([g.size for g, _ in rows])]).astype(np.int64)
+    for gaps, codes in rows:
+        cols = np.cumsum(gaps + 1) - 1
+        want_terms.append(codebook.astype(np.float64)[codes] * x[cols])
+    want = np.array([t.sum() for t in want_terms])
+    scale = np.array([np.abs(t).sum() for t in want_terms])
+    y = _at_page_end(np.full(len(rows), np.nan, np.float32), keep)
+    kernels.sq_matvec_avx512(_at_page_end(words, keep), rowptr, np.array([0, len(rows)]),
+                             index_bits,
+                             _at_page_end(kernels.sqmm_avx512.padded_codebook(codebook), keep),
+                             _at_page_end(x, keep), y)
+    assert np.all(np.abs(y - want) <= 1e-5 * scale + 1e-30)
+
+
 def test_col_split_on_a_known_row():
     """Entries at columns 1, 4, 12 (filler), 15 with 3-bit gaps (DC Fig. 2), tiles of 5."""
     idx = np.zeros((1, 16), dtype=np.uint8)
@@ -345,9 +382,19 @@ def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
     n_in = 300  # rows of ~150 entries: 64-entry blocks of uint8 words, then groups of 16
     idx = rng.integers(1, 2**weight_bits, size=(9, n_in))
     idx[rng.random(idx.shape) < 0.5] = 0
+    idx[:4][rng.random((4, n_in)) < 0.95] = 0  # sparse rows: fillers inside the blocks
     idx[:, -1] = 1  # the last column is used: x[-1] is read
     idx = np.ascontiguousarray(idx, dtype=np.uint16)
+    if weight_bits + index_bits <= 8:
+        # last row: m non-zeros in the last m columns after a zero run of fillers, with m
+        # chosen for a multiple of 64 entries: its last block ends at the row's (and the
+        # words') last byte and gathers x[n_in - 1]
+        m = next(m for m in range(1, n_in) if (m + (n_in - m) // 2**index_bits) % 64 == 0)
+        idx[-1] = 0
+        idx[-1, n_in - m:] = 1
     rowptr, words = _layout(kernels, idx, index_bits, weight_bits)
+    if weight_bits + index_bits <= 8:
+        assert (rowptr[-1] - rowptr[-2]) % 64 == 0
     codebook = np.zeros(2**weight_bits, dtype=np.float32)
     codebook[1:] = rng.standard_normal(2**weight_bits - 1)
     x = rng.standard_normal(n_in).astype(np.float32)
