@@ -1,12 +1,14 @@
 """The x-gather floor of a batch-1 product (bench/kernels.py, "where the time goes").
 
-Any ``y = W x`` kernel that reads ``x`` at each entry's column by a gather pays at least the
-gathers: :class:`GatherFloor` does as many 16-column ``vgatherdps`` as the matrix has groups of
-16 entries (fillers included, as ``sq_matvec_avx512`` reads them), one FMA each, the work split
-evenly over the threads, and nothing else: no decoding, no rows, no codebook. The columns are
-the matrix's own (its first :data:`WINDOW` entries, read round and round, so the column list
-stays in L1 and costs less than any encoding of it). Its time, against dense BLAS's time on the
-same layer, bounds the batch-1 ratio such a kernel can reach on this machine.
+A kernel that reads ``x`` by a gather at the column of each entry of this encoding (fillers
+included, as ``sq_matvec_avx512`` does) pays at least those gathers: :class:`GatherFloor` does
+as many 16-column ``vgatherdps`` as the matrix has groups of 16 entries, one FMA each, the work
+split evenly over the threads the product uses (one for a matrix small enough to run serially),
+and nothing else: no decoding, no rows, no codebook. The columns are the matrix's own (its first
+:data:`WINDOW` entries, read round and round, so the column list stays in L1 and costs less than
+any encoding of it). Its time, against dense BLAS's time on the same layer, bounds the batch-1
+ratio such a kernel can reach on this machine. It does not bound a kernel that reads ``x``
+some other way, or an encoding with fewer entries (fewer fillers).
 
 Needs AVX-512F (``kernels.SQMM_AVX512``); a benchmark helper, not part of the engine.
 """
@@ -79,6 +81,11 @@ def _floor(cols, x, parts, sums):
         sums[p] = _gather_sum(cols, x, parts[p], parts[p + 1])
 
 
+@numba.njit(nogil=True)
+def _floor_serial(cols, x, parts, sums):
+    sums[0] = _gather_sum(cols, x, parts[0], parts[-1])
+
+
 def entry_columns(words, rowptr, index_bits) -> np.ndarray:
     """The column of every packed entry (fillers included), int32."""
     steps = (words.astype(np.int64) & ((1 << index_bits) - 1)) + 1
@@ -88,24 +95,29 @@ def entry_columns(words, rowptr, index_bits) -> np.ndarray:
 
 
 class GatherFloor:
-    """``floor()`` gathers ``x`` once per entry of the matrix ``m`` (rounded up to 16) over
-    ``threads`` threads, at the columns of its first :data:`WINDOW` entries."""
+    """Calling it gathers ``x`` once per entry of the matrix ``m`` (rounded up to 16), at the
+    columns of its first :data:`WINDOW` entries, on as many threads as ``m.matmul(x)`` uses
+    (one when the matrix is small enough to run serially: a parallel launch costs more than
+    such a product)."""
 
     def __init__(self, m, x, threads: int):
         cols = entry_columns(m.words, m.rowptr, m.index_bits)[:WINDOW]
         self.cols = np.resize(cols if cols.size else np.zeros(1, np.int32), WINDOW)
         self.x = x
         groups = -(-m.n_entries // 16)
-        self.parts = (np.arange(threads + 1) * groups // threads * 16).astype(np.int64)
-        self.sums = np.zeros(threads, dtype=np.float32)
+        self.serial = m._row_blocks().size == 2  # the product runs on the calling thread
+        parts = 1 if self.serial else threads
+        self.parts = (np.arange(parts + 1) * groups // parts * 16).astype(np.int64)
+        self.sums = np.zeros(parts, dtype=np.float32)
+        self._fn = _floor_serial if self.serial else _floor
 
-    def __call__(self) -> float:
-        _floor(self.cols, self.x, self.parts, self.sums)
-        return float(self.sums.sum())
+    def __call__(self) -> None:
+        self._fn(self.cols, self.x, self.parts, self.sums)
 
     def check(self) -> None:
         """The gathered sum equals NumPy's over the same columns (float32 rounding)."""
         k = np.arange(self.parts[-1]) % WINDOW
         terms = self.x[self.cols[k]].astype(np.float64)
-        got = self()
+        self()
+        got = float(self.sums.sum())
         assert abs(got - terms.sum()) <= 1e-5 * np.abs(terms).sum() + 1e-6, (got, terms.sum())
