@@ -281,10 +281,15 @@ class CompressedMatrix:
 
     # ------------------------------------------------------------------ products
 
-    def _row_blocks(self, n: int = 1) -> np.ndarray:
+    def _row_blocks(self, n: int = 1, threads: int | None = None) -> np.ndarray:
         """Row blocks for ``n`` columns of input: one (the calling thread) when the work,
-        entries x columns, is below :data:`SERIAL_ENTRIES`."""
-        threads = 1 if self.n_entries * max(n, 1) < SERIAL_ENTRIES else numba.get_num_threads()
+        entries x columns, is below :data:`SERIAL_ENTRIES`; else blocks for ``threads``
+        threads (default: ``numba.get_num_threads()``; the runtime's batch-1 path passes
+        Numba's maximum instead, as that call costs 1.5-3 us right after a parallel product)."""
+        if self.words.size * max(n, 1) < SERIAL_ENTRIES:
+            threads = 1
+        elif threads is None:
+            threads = numba.get_num_threads()
         blocks = self._blocks.get(threads)
         if blocks is None:
             blocks = kernels.sq_row_blocks(self.rowptr, BLOCKS_PER_THREAD * threads
@@ -345,10 +350,7 @@ class CompressedMatrix:
                              f"{self.shape} matrix, got {x.shape}")
         if x.ndim == 1 or x.shape[0] == 1:  # one sample: the matrix-vector kernel
             y = np.empty(out, dtype=np.float32)
-            product, codebook = ((kernels.sq_matvec_avx512, self._cbv) if self._simd
-                                 else (kernels.sq_matvec, self.codebook))
-            product(self.words, self.rowptr, self._row_blocks(), self.index_bits, codebook,
-                    np.ascontiguousarray(x.reshape(n_in)), y)
+            self._matvec(np.ascontiguousarray(x.reshape(n_in)), y)
             return y if x.ndim == 1 else y[None, :]
         # Xt = x.T in an aligned buffer; for the AVX-512 kernel with the columns padded to a
         # multiple of 16 so that every row of Xt starts on a cache line too (the register
@@ -359,6 +361,18 @@ class CompressedMatrix:
         xt[:, :n] = x.T
         xt[:, n:] = 0.0
         return np.ascontiguousarray(self.matmul_t(xt)[:, :n].T)
+
+    def _matvec(self, x: np.ndarray, y: np.ndarray, threads: int | None = None) -> None:
+        """``y = W @ x`` by the batch-1 kernel, unchecked: ``x`` C-contiguous float32 of shape
+        (in,), ``y`` float32 of shape (out,) (the runtime's batch-1 path checks once per
+        model call, :meth:`matmul` per product); ``threads`` as in :meth:`_row_blocks`."""
+        blocks = self._row_blocks(1, threads)
+        if self._simd:
+            kernels.sq_matvec_avx512(self.words, self.rowptr, blocks, self.index_bits,
+                                     self._cbv, x, y)
+        else:
+            kernels.sq_matvec(self.words, self.rowptr, blocks, self.index_bits, self.codebook,
+                              x, y)
 
     def matmul_t(self, xt) -> np.ndarray:
         """``W @ xt``: the transposed batch form (Dense at batch N with ``xt = x.T``, or a

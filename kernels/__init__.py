@@ -14,8 +14,8 @@ from .kmeans import assign_sorted, segment_sum
 from .pool import maxpool2d_backward, maxpool2d_forward
 from .sgd import sgd_momentum, sgd_momentum_masked
 from .sparse_index import count_entries, decode_relative, encode_relative
-from .sqmm import (sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t, sq_matvec,
-                   sq_row_blocks)
+from .sqmm import (add_bias_relu, sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t,
+                   sq_matvec, sq_row_blocks)
 from . import sqmm_avx512
 from .sqmm_avx512 import AVAILABLE as SQMM_AVX512
 from .sqmm_avx512 import sq_matmul_t_avx512, sq_matvec_avx512
@@ -28,4 +28,5 @@ __all__ = [
     "huffman_encode", "huffman_decode",
     "sq_count", "sq_encode", "sq_decode", "sq_row_blocks", "sq_col_split", "sq_matvec",
     "sq_matmul_t", "sq_matvec_avx512", "sq_matmul_t_avx512", "SQMM_AVX512", "sqmm_avx512",
+    "add_bias_relu",
 ]

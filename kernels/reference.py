@@ -245,3 +245,10 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
 def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,
                        yt):
     sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt)
+
+
+def add_bias_relu(y, bias, relu):
+    if bias.size:
+        y += bias
+    if relu:
+        np.maximum(y, 0, out=y)

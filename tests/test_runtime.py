@@ -75,3 +75,41 @@ def test_compressed_model_rejects_training_and_bad_shapes():
     with pytest.raises(ValueError, match="batch_size"):
         cm.predict(np.zeros((1, 1, 28, 28), np.float32), batch_size=0)
     assert cm.predict(np.zeros((0, 1, 28, 28), np.float32)).shape == (0,)
+
+
+@pytest.mark.parametrize("arch", ["lenet-300-100", "lenet-5"])
+@pytest.mark.parametrize("simd", [True, False])
+def test_one_sample_path_matches_the_batched_path(arch, simd, rng):
+    """forward on a batch of one runs the fused batch-1 path (product, then bias and ReLU in
+    one call); it gives the batched path's rows, fresh arrays each call, on either kernel."""
+    cm = runtime.load(MODELS / f"{arch}.dc.h5")
+    for layer in cm.layers:
+        if isinstance(layer, CompressedDense):
+            layer.matrix.simd = simd and layer.matrix.simd
+    x = rng.random((6,) + cm.input_shape, dtype=np.float32)
+    x[2] = 0.0  # every activation zero before the biases
+    batched = cm.forward(x)
+    outs = [cm.forward(x[i:i + 1]) for i in range(len(x))]
+    for i, out in enumerate(outs):
+        assert out.shape == (1,) + batched.shape[1:] and out.dtype == np.float32
+        np.testing.assert_allclose(out[0], batched[i], rtol=1e-5,
+                                   atol=1e-5 * np.abs(batched).max())
+    assert not np.shares_memory(outs[0], outs[1])
+    # a non-contiguous float64 sample is converted, not misread
+    wide = np.zeros((1,) + cm.input_shape[:-1] + (2 * cm.input_shape[-1],))
+    wide[..., ::2] = x[3:4]
+    np.testing.assert_allclose(cm.forward(wide[..., ::2])[0], batched[3], rtol=1e-5,
+                               atol=1e-5 * np.abs(batched).max())
+
+
+def test_one_sample_path_follows_changes_to_the_layers(rng):
+    """The fused plan (Dense + ReLU as one step) is rebuilt when the layer list changes."""
+    cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((3,) + cm.input_shape, dtype=np.float32)
+    before = cm.forward(x[:1])
+    relu = cm.layers.pop(2)  # ip1 now feeds ip2 without a ReLU
+    assert type(relu).__name__ == "ReLU"
+    np.testing.assert_allclose(cm.forward(x[:1])[0], cm.forward(x)[0], rtol=1e-5, atol=1e-4)
+    assert not np.allclose(cm.forward(x[:1]), before)
+    cm.layers.insert(2, relu)
+    np.testing.assert_allclose(cm.forward(x[:1]), before, rtol=1e-6, atol=1e-6)

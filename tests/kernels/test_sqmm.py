@@ -412,3 +412,20 @@ def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
                                    index_bits, _at_page_end(codebook, keep),
                                    _at_page_end(xt, keep), 64, yt)
         np.testing.assert_allclose(yt, codebook[idx] @ xt, rtol=1e-4, atol=1e-4)
+
+
+@given(st.integers(0, 40), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_add_bias_relu_matches_reference(n, with_bias, relu, seed):
+    """The batch-1 epilogue: y + bias, then max(y, 0), in place; NaN and inf as NumPy does."""
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal(n).astype(np.float32)
+    special = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    y[rng.random(n) < 0.2] = rng.choice(special)
+    bias = (rng.standard_normal(n).astype(np.float32) if with_bias
+            else np.zeros(0, np.float32))
+    got, want = y.copy(), y.copy()
+    kernels.add_bias_relu(got, bias, relu)
+    reference.add_bias_relu(want, bias, relu)
+    np.testing.assert_array_equal(got, want)  # NaN == NaN here
+    if relu:
+        assert not np.any(got < 0)
