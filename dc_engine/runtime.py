@@ -204,7 +204,8 @@ class CompressedModel:
         return shape
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """Logits for a batch ``x`` of shape (N, *input_shape); float32."""
+        """Logits for a batch ``x`` of shape (N, *input_shape); float32. A batch of one
+        (N = 1) takes a leaner path with the same results (:meth:`_forward_one`)."""
         if train:
             raise ValueError("a compressed model runs inference only; train the dense model "
                              "(CompressedModel.to_dense()) instead")
