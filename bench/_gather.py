@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from kernels.sqmm_avx512 import _I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare
+from kernels.sqmm_avx512 import _I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _loop
 
 
 #: Entries whose columns the floor gathers, round and round (16 KB of int32: in L1).
@@ -45,27 +45,15 @@ def _gather_sum(typingctx, cols, x, k0, k1):
         fma = _declare(builder.module, "llvm.fma.v16f32", _VF, [_VF, _VF, _VF])
         xptr = builder.bitcast(x_a.data, _I8P)
         zero = ir.Constant(_VF, [0.0] * 16)
-        start = builder.block
-        head = builder.append_basic_block("g.head")
-        body = builder.append_basic_block("g.body")
-        done = builder.append_basic_block("g.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        k = builder.phi(_I64)
-        acc = builder.phi(_VF)
-        k.add_incoming(k0, start)
-        acc.add_incoming(zero, start)
-        builder.cbranch(builder.icmp_signed("<", k, k1), body, done)
-        builder.position_at_end(body)
-        at = builder.bitcast(builder.gep(cols_a.data, [
-            builder.and_(k, ir.Constant(_I64, WINDOW - 1))]), _VI.as_pointer())
-        xs = builder.call(gather, [zero, xptr, builder.load(at, align=4),
-                                   ir.Constant(_VB, [1] * 16), ir.Constant(_I32, 4)])
-        k.add_incoming(builder.add(k, ir.Constant(_I64, 16)), builder.block)
-        acc.add_incoming(builder.call(fma, [xs, ir.Constant(_VF, [1.0] * 16), acc]),
-                         builder.block)
-        builder.branch(head)
-        builder.position_at_end(done)
+
+        def body(k, values):
+            at = builder.bitcast(builder.gep(cols_a.data, [
+                builder.and_(k, ir.Constant(_I64, WINDOW - 1))]), _VI.as_pointer())
+            xs = builder.call(gather, [zero, xptr, builder.load(at, align=4),
+                                       ir.Constant(_VB, [1] * 16), ir.Constant(_I32, 4)])
+            return [builder.call(fma, [xs, ir.Constant(_VF, [1.0] * 16), values[0]])]
+
+        acc, = _loop(builder, "g", k0, k1, 16, [zero], body)
         total = acc
         for half in (8, 4, 2, 1):
             total = builder.fadd(total, builder.shuffle_vector(total, total, ir.Constant(

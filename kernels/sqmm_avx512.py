@@ -117,6 +117,34 @@ def _lanes(values):
     return ir.Constant(_VI, list(values))
 
 
+def _loop(builder, name, start, stop, step, inits, body):
+    """Emit ``for i in range(start, stop, step)`` (i64, ``step > 0``) carrying the values
+    ``inits`` round the loop: ``body(i, values)`` emits one iteration and returns the next
+    values. Returns the values after the loop (the loop head's phis), the builder positioned
+    after it."""
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    loop = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(start, entry)
+    values = []
+    for v in inits:
+        values.append(builder.phi(v.type))
+        values[-1].add_incoming(v, entry)
+    builder.cbranch(builder.icmp_signed("<", i, stop), loop, done)
+    builder.position_at_end(loop)
+    new = body(i, values)
+    i.add_incoming(builder.add(i, ir.Constant(_I64, step)), builder.block)
+    for phi, v in zip(values, new):
+        phi.add_incoming(v, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return values
+
+
 _V8I64 = ir.VectorType(_I64, 8)
 _V8I32 = ir.VectorType(_I32, 8)
 _V64I8 = ir.VectorType(ir.IntType(8), 64)
@@ -189,27 +217,13 @@ class _ByteBlocks:
         """The block loop over ``row`` (pointer to the row's first word): (acc, base as
         <16 x i32>) after the last full block, for the groups of 16 that follow."""
         b = self.builder
-        start = b.block
-        head = b.append_basic_block("sqb.head")
-        body = b.append_basic_block("sqb.body")
-        done = b.append_basic_block("sqb.done")
-        b.branch(head)
-        b.position_at_end(head)
-        j = b.phi(_I64)
-        acc = b.phi(_VF)
-        base = b.phi(_V8I64)
-        j.add_incoming(ir.Constant(_I64, 0), start)
-        acc.add_incoming(ir.Constant(_VF, [0.0] * 16), start)
-        base.add_incoming(ir.Constant(_V8I64, [0] * 8), start)
-        b.cbranch(b.icmp_signed("<", j, self.count), body, done)
-        b.position_at_end(body)
-        at = b.bitcast(b.gep(row, [b.shl(j, ir.Constant(_I64, 6))]), _V64I8.as_pointer())
-        next_acc, next_base = self.step(b.load(at, align=1), acc, base, product)
-        j.add_incoming(b.add(j, ir.Constant(_I64, 1)), b.block)
-        acc.add_incoming(next_acc, b.block)
-        base.add_incoming(next_base, b.block)
-        b.branch(head)
-        b.position_at_end(done)
+
+        def body(j, values):
+            at = b.bitcast(b.gep(row, [b.shl(j, ir.Constant(_I64, 6))]), _V64I8.as_pointer())
+            return self.step(b.load(at, align=1), *values, product)
+
+        acc, base = _loop(b, "sqb", ir.Constant(_I64, 0), self.count, 1,
+                          [ir.Constant(_VF, [0.0] * 16), ir.Constant(_V8I64, [0] * 8)], body)
         column = b.trunc(b.extract_element(base, ir.Constant(_I32, 0)), _I32)
         return acc, _splat(b, column, _VI)
 
@@ -302,31 +316,15 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
             acc0, base0 = zero_f, zero_i
             if blocks is not None:
                 acc0, base0 = blocks.loop(row, product)
-            start = builder.block
-            head = builder.append_basic_block("sqv.head")
-            body = builder.append_basic_block("sqv.body")
-            tail = builder.append_basic_block("sqv.tail")
-            builder.branch(head)
 
-            builder.position_at_end(head)
-            i = builder.phi(_I64)
-            acc = builder.phi(_VF)
-            base = builder.phi(_VI)
-            i.add_incoming(ir.Constant(_I64, 0), start)
-            acc.add_incoming(acc0, start)
-            base.add_incoming(base0, start)
-            builder.cbranch(builder.icmp_signed("<", i, n_full), body, tail)
+            def body(i, values):
+                at = builder.bitcast(builder.gep(groups, [builder.shl(i, ir.Constant(_I64, 4))]),
+                                     wvec.as_pointer())
+                return group(builder.load(at, align=1), *values, all_on)
 
-            builder.position_at_end(body)
-            at = builder.bitcast(builder.gep(groups, [builder.shl(i, ir.Constant(_I64, 4))]),
-                                 wvec.as_pointer())
-            next_acc, next_base = group(builder.load(at, align=1), acc, base, all_on)
-            i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
-            acc.add_incoming(next_acc, builder.block)
-            base.add_incoming(next_base, builder.block)
-            builder.branch(head)
-
-            builder.position_at_end(tail)  # the last 0..15 entries, masked
+            acc, base = _loop(builder, "sqv", ir.Constant(_I64, 0), n_full, 1, [acc0, base0],
+                              body)
+            # the last 0..15 entries, masked
             at = builder.bitcast(
                 builder.gep(groups, [builder.shl(n_full, ir.Constant(_I64, 4))]), wvec.as_pointer())
             last = builder.call(masked_load, [at, ir.Constant(_I32, 1), tail_on,
@@ -448,38 +446,18 @@ def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0
             return [builder.bitcast(builder.gep(base, [ir.Constant(_I64, 16 * q)]), vfp)
                     for q in range(4)]
 
-        start = builder.block
-        head = builder.append_basic_block("sqt.head")
-        body = builder.append_basic_block("sqt.body")
-        done = builder.append_basic_block("sqt.done")
-        builder.branch(head)
+        def body(k, values):
+            col, *accs = values
+            word = builder.zext(builder.load(builder.gep(wptr, [k])), _I64)
+            c = builder.add(col, builder.and_(word, gap_mask))
+            weight = _splat(builder, builder.load(builder.gep(cbptr, [builder.lshr(word, ib_v)])),
+                            _VF)
+            x_row = builder.gep(xt_a.data, [builder.add(builder.mul(c, x_stride), n0_v)])
+            return [builder.add(c, ir.Constant(_I64, 1))] + [
+                builder.call(fma, [weight, builder.call(masked_load, [p, align, m, zero_f]), a])
+                for p, m, a in zip(quarters(x_row), masks, accs)]
 
-        builder.position_at_end(head)
-        k = builder.phi(_I64)
-        col = builder.phi(_I64)
-        accs = [builder.phi(_VF) for _ in range(4)]
-        k.add_incoming(k0_v, start)
-        col.add_incoming(col0_v, start)
-        for acc in accs:
-            acc.add_incoming(zero_f, start)
-        builder.cbranch(builder.icmp_signed("<", k, k1_v), body, done)
-
-        builder.position_at_end(body)
-        word = builder.load(builder.gep(wptr, [k]))
-        word = builder.zext(word, _I64)
-        c = builder.add(col, builder.and_(word, gap_mask))
-        weight = _splat(builder, builder.load(builder.gep(cbptr, [builder.lshr(word, ib_v)])),
-                        _VF)
-        x_row = builder.gep(xt_a.data, [builder.add(builder.mul(c, x_stride), n0_v)])
-        new = [builder.call(fma, [weight, builder.call(masked_load, [p, align, m, zero_f]), a])
-               for p, m, a in zip(quarters(x_row), masks, accs)]
-        k.add_incoming(builder.add(k, ir.Constant(_I64, 1)), builder.block)
-        col.add_incoming(builder.add(c, ir.Constant(_I64, 1)), builder.block)
-        for acc, value in zip(accs, new):
-            acc.add_incoming(value, builder.block)
-        builder.branch(head)
-
-        builder.position_at_end(done)
+        _, *accs = _loop(builder, "sqt", k0_v, k1_v, 1, [col0_v] + [zero_f] * 4, body)
         y_row = builder.gep(yt_a.data, [builder.add(builder.mul(r_v, y_stride), n0_v)])
         is_first = builder.icmp_signed("!=", first_v, ir.Constant(first_v.type, 0))
         for p, m, acc in zip(quarters(y_row), masks, accs):
