@@ -284,8 +284,8 @@ class CompressedMatrix:
     def _row_blocks(self, n: int = 1, threads: int | None = None) -> np.ndarray:
         """Row blocks for ``n`` columns of input: one (the calling thread) when the work,
         entries x columns, is below :data:`SERIAL_ENTRIES`; else blocks for ``threads``
-        threads (default: ``numba.get_num_threads()``; the runtime's batch-1 path passes
-        Numba's maximum instead, as that call costs 1.5-3 us right after a parallel product)."""
+        threads (default ``numba.get_num_threads()``, ~1 us a call from Python; the runtime's
+        batch-1 path asks once per model call and passes it)."""
         if self.words.size * max(n, 1) < SERIAL_ENTRIES:
             threads = 1
         elif threads is None:

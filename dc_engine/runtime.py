@@ -24,7 +24,7 @@ from . import container
 from .encode import decode_layer
 from .errors import DCFormatError
 from .layers import LAYER_TYPES, Conv2D, Dense, ReLU
-from .matrix import CompressedMatrix, aligned_empty
+from .matrix import SERIAL_ENTRIES, CompressedMatrix, aligned_empty
 from .model import Model
 
 __all__ = ["CompressedModel", "CompressedDense", "CompressedConv2D", "CompressedMatrix", "load"]
@@ -222,12 +222,15 @@ class CompressedModel:
 
     __call__ = forward
 
-    def _one_sample_plan(self) -> list:
-        """Steps of :meth:`_forward_one`: ``(layer, None)`` runs ``layer.forward``; ``(dense,
-        relu)`` runs a :class:`CompressedDense` (and the :class:`ReLU` after it when ``relu``)
-        as one product and one epilogue. Rebuilt when ``self.layers`` changes."""
-        key = tuple(map(id, self.layers))
-        if getattr(self, "_plan_key", None) != key:
+    def _one_sample_plan(self) -> tuple[list, bool]:
+        """``(steps, parallel)`` for :meth:`_forward_one`. A step ``(layer, None)`` runs
+        ``layer.forward``; ``(dense, relu)`` runs a :class:`CompressedDense` (and the
+        :class:`ReLU` after it when ``relu``) as one product and one epilogue; ``parallel``:
+        some product is large enough for threads. Cached with the layers it was made from
+        (held, so compared by identity) and rebuilt when ``self.layers`` changes."""
+        cache = getattr(self, "_plan_cache", None)
+        if (cache is None or len(cache[0]) != len(self.layers)
+                or any(a is not b for a, b in zip(cache[0], self.layers))):
             plan, i = [], 0
             while i < len(self.layers):
                 layer = self.layers[i]
@@ -238,21 +241,24 @@ class CompressedModel:
                 else:
                     plan.append((layer, None))
                     i += 1
-            self._plan, self._plan_key = plan, key
-        return self._plan
+            parallel = any(relu is not None and layer.matrix.n_entries >= SERIAL_ENTRIES
+                           for layer, relu in plan)
+            cache = self._plan_cache = (tuple(self.layers), (plan, parallel))  # one store
+        return cache[1]
 
     def _forward_one(self, x: np.ndarray) -> np.ndarray:
         """:meth:`forward` for one sample (``x`` of shape (1, ...), C-contiguous float32):
         each Dense layer is one call of the batch-1 kernel into a new vector plus one call
-        adding the bias (and applying a following ReLU) in place, with no per-layer checks
-        (the shapes were checked when the model was built). The same results as the batched
-        path up to float32 rounding. Per-call Python overhead was most of a small model's
-        time at batch 1 (LeNet-300-100: 29 -> 20 us per image, of which ~10 are kernels)."""
-        # Row blocks for Numba's maximum thread count: prange shares them among the threads
-        # in use, and numba.get_num_threads() costs 1.5-3 us right after a parallel product.
-        threads = numba.config.NUMBA_NUM_THREADS
-        for layer, relu in self._one_sample_plan():
-            if relu is None:
+        adding the bias (and applying a following ReLU) in place, without the per-product
+        checks of :meth:`CompressedMatrix.matmul` (the shapes were checked when the model was
+        built; a float32 input is checked here). The same kernels as the batched path's
+        batch-1 products, so the same results bit for bit; per-call Python overhead was most
+        of a small model's time at batch 1 (LeNet-300-100: 29 -> ~21 us per image, of which
+        ~10 are kernels)."""
+        plan, parallel = self._one_sample_plan()
+        threads = numba.get_num_threads() if parallel else 1  # once, not once per product
+        for layer, relu in plan:
+            if relu is None or x.dtype != np.float32:  # (the latter: forward's TypeError)
                 x = layer.forward(x)
                 continue
             m = layer.matrix

@@ -235,12 +235,19 @@ def add_bias_relu(y, bias, relu):
     ----------
     y : ndarray, shape (n,), float32. IN/OUT.
     bias : ndarray, shape (n,) or (0,) for none, float32. IN.
-    relu : bool. IN. NaN stays NaN, as with ``np.maximum(y, 0)``.
+    relu : bool. IN. As ``np.maximum(y, 0)``: NaN stays NaN, -0.0 becomes 0.0.
+
+    Raises
+    ------
+    ValueError
+        ``bias`` has neither ``n`` nor 0 elements (it would be read past its end).
     """
     with_bias = bias.size > 0
+    if with_bias and bias.size != y.size:
+        raise ValueError("add_bias_relu: bias must have as many elements as y, or none")
     for i in range(y.size):
         v = y[i] + bias[i] if with_bias else y[i]
-        if relu and v < 0:
+        if relu and v <= 0:
             v = np.float32(0.0)
         y[i] = v
 

@@ -103,7 +103,9 @@ def test_one_sample_path_matches_the_batched_path(arch, simd, rng):
 
 
 def test_one_sample_path_follows_changes_to_the_layers(rng):
-    """The fused plan (Dense + ReLU as one step) is rebuilt when the layer list changes."""
+    """The fused plan (Dense + ReLU as one step) is rebuilt when the layer list changes, also
+    when a removed layer is freed and a new one could take its id()."""
+    from dc_engine.layers import Dropout
     cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
     x = rng.random((3,) + cm.input_shape, dtype=np.float32)
     before = cm.forward(x[:1])
@@ -113,3 +115,26 @@ def test_one_sample_path_follows_changes_to_the_layers(rng):
     assert not np.allclose(cm.forward(x[:1]), before)
     cm.layers.insert(2, relu)
     np.testing.assert_allclose(cm.forward(x[:1]), before, rtol=1e-6, atol=1e-6)
+    for _ in range(3):  # replace the ReLU by a no-op, dropping every reference to it
+        del cm.layers[2]
+        cm.layers.insert(2, Dropout(0.0))
+        np.testing.assert_allclose(cm.forward(x[:1])[0], cm.forward(x)[0], rtol=1e-5,
+                                   atol=1e-4)
+        assert not np.allclose(cm.forward(x[:1]), before)
+        cm.layers[2] = relu
+        np.testing.assert_allclose(cm.forward(x[:1]), before, rtol=1e-6, atol=1e-6)
+
+
+def test_one_sample_path_on_one_thread(rng):
+    """With numba.set_num_threads(1) the batch-1 path uses one row block (no parallel
+    region) and gives the same result."""
+    import numba
+    cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((1,) + cm.input_shape, dtype=np.float32)
+    want = cm.forward(x)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        np.testing.assert_array_equal(cm.forward(x), want)
+    finally:
+        numba.set_num_threads(before)

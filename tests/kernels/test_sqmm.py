@@ -427,5 +427,13 @@ def test_add_bias_relu_matches_reference(n, with_bias, relu, seed):
     kernels.add_bias_relu(got, bias, relu)
     reference.add_bias_relu(want, bias, relu)
     np.testing.assert_array_equal(got, want)  # NaN == NaN here
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # -0.0 vs 0.0
     if relu:
         assert not np.any(got < 0)
+
+
+def test_add_bias_relu_refuses_a_bias_of_the_wrong_size():
+    y = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="as many elements as y"):
+        kernels.add_bias_relu(y, np.ones(3, np.float32), True)
+    assert not y.any()
