@@ -251,8 +251,8 @@ class CompressedModel:
         each Dense layer is one call of the batch-1 kernel into a new vector plus one call
         adding the bias (and applying a following ReLU) in place, without the per-product
         checks of :meth:`CompressedMatrix.matmul` (the shapes were checked when the model was
-        built; a float32 input is checked here). The same kernels as the batched path's
-        batch-1 products, so the same results bit for bit; per-call Python overhead was most
+        built; a float32 input is checked here). The same kernels as the per-layer path for
+        a batch of one, so the same results bit for bit; per-call Python overhead was most
         of a small model's time at batch 1 (LeNet-300-100: 29 -> ~21 us per image, of which
         ~10 are kernels)."""
         plan, parallel = self._one_sample_plan()
