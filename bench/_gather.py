@@ -21,7 +21,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from kernels.sqmm_avx512 import _I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _loop
+from kernels.sqmm_avx512 import (_I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _hsum,
+                                  _loop)
 
 
 #: Entries whose columns the floor gathers, round and round (16 KB of int32: in L1).
@@ -54,11 +55,7 @@ def _gather_sum(typingctx, cols, x, k0, k1):
             return [builder.call(fma, [xs, ir.Constant(_VF, [1.0] * 16), values[0]])]
 
         acc, = _loop(builder, "g", k0, k1, 16, [zero], body)
-        total = acc
-        for half in (8, 4, 2, 1):
-            total = builder.fadd(total, builder.shuffle_vector(total, total, ir.Constant(
-                _VI, [j + half if j < half else j for j in range(16)])))
-        return builder.extract_element(total, ir.Constant(_I32, 0))
+        return _hsum(builder, acc)
 
     return sig, codegen
 
@@ -93,7 +90,7 @@ class GatherFloor:
         self.cols = np.resize(cols if cols.size else np.zeros(1, np.int32), WINDOW)
         self.x = x
         groups = -(-m.n_entries // 16)
-        self.serial = m._row_blocks().size == 2  # the product runs on the calling thread
+        self.serial = m._serial()  # the product runs on the calling thread
         parts = 1 if self.serial else threads
         self.parts = (np.arange(parts + 1) * groups // parts * 16).astype(np.int64)
         self.sums = np.zeros(parts, dtype=np.float32)

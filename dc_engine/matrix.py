@@ -281,12 +281,17 @@ class CompressedMatrix:
 
     # ------------------------------------------------------------------ products
 
+    def _serial(self, n: int = 1) -> bool:
+        """Whether a product with ``n`` columns of input runs on the calling thread: its
+        work, entries x columns, is below :data:`SERIAL_ENTRIES`."""
+        return self.words.size * max(n, 1) < SERIAL_ENTRIES
+
     def _row_blocks(self, n: int = 1, threads: int | None = None) -> np.ndarray:
-        """Row blocks for ``n`` columns of input: one (the calling thread) when the work,
-        entries x columns, is below :data:`SERIAL_ENTRIES`; else blocks for ``threads``
+        """Row blocks for ``n`` columns of input: one (the calling thread) when
+        :meth:`_serial`; else blocks for ``threads``
         threads (default ``numba.get_num_threads()``, ~1 us a call from Python; the runtime's
         batch-1 path asks once per model call and passes it)."""
-        if self.words.size * max(n, 1) < SERIAL_ENTRIES:
+        if self._serial(n):
             threads = 1
         elif threads is None:
             threads = numba.get_num_threads()

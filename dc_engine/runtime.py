@@ -24,7 +24,7 @@ from . import container
 from .encode import decode_layer
 from .errors import DCFormatError
 from .layers import LAYER_TYPES, Conv2D, Dense, ReLU
-from .matrix import SERIAL_ENTRIES, CompressedMatrix, aligned_empty
+from .matrix import CompressedMatrix, aligned_empty
 from .model import Model
 
 __all__ = ["CompressedModel", "CompressedDense", "CompressedConv2D", "CompressedMatrix", "load"]
@@ -241,8 +241,7 @@ class CompressedModel:
                 else:
                     plan.append((layer, None))
                     i += 1
-            parallel = any(relu is not None and layer.matrix.n_entries >= SERIAL_ENTRIES
-                           for layer, relu in plan)
+            parallel = any(relu is not None and not layer.matrix._serial() for layer, relu in plan)
             cache = self._plan_cache = (tuple(self.layers), (plan, parallel))  # one store
         return cache[1]
 

@@ -117,6 +117,14 @@ def _lanes(values):
     return ir.Constant(_VI, list(values))
 
 
+def _hsum(builder, v):
+    """The sum of the 16 float lanes of ``v`` (a tree of shuffles and adds)."""
+    for half in (8, 4, 2, 1):
+        v = builder.fadd(v, builder.shuffle_vector(
+            v, v, _lanes(j + half if j < half else j for j in range(16))))
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
 def _loop(builder, name, start, stop, step, inits, body):
     """Emit ``for i in range(start, stop, step)`` (i64, ``step > 0``) carrying the values
     ``inits`` round the loop: ``body(i, values)`` emits one iteration and returns the next
@@ -330,10 +338,7 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
             last = builder.call(masked_load, [at, ir.Constant(_I32, 1), tail_on,
                                               ir.Constant(wvec, [0] * 16)])
             total, _ = group(last, acc, base, tail_on)
-            for half in (8, 4, 2, 1):  # horizontal sum
-                total = builder.fadd(total, builder.shuffle_vector(
-                    total, total, _lanes(j + half if j < half else j for j in range(16))))
-            return builder.extract_element(total, ir.Constant(_I32, 0))
+            return _hsum(builder, total)
 
         # one copy of the row loop per lookup: 32 or 64 entries in registers, else a gather
         cbvec = builder.bitcast(cbptr, _VF.as_pointer())
