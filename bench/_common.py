@@ -30,7 +30,7 @@ def environment(threads: int, seed: int) -> dict:
     env = {"python": sys.version.split()[0], "numpy": numpy.__version__,
            "numba": numba.__version__, "cpu": cpu_name(), "cores": os.cpu_count(),
            "threads": threads, "seed": seed}
-    import kernels
+    from dc_engine import kernels
     env["avx512_matvec"] = kernels.SQMM_AVX512  # batch 1 runs kernels.sq_matvec_avx512
     try:
         from threadpoolctl import threadpool_info

@@ -1,4 +1,4 @@
-"""The x-gather floor of a batch-1 product (bench/kernels.py, "where the time goes").
+"""The x-gather floor of a batch-1 product (bench/bench_kernels.py, "where the time goes").
 
 A kernel that reads ``x`` by a gather at the column of each entry of this encoding (fillers
 included, as ``sq_matvec_avx512`` does) pays at least those gathers: :class:`GatherFloor` does
@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from kernels.sqmm_avx512 import (_I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _hsum,
+from dc_engine.kernels.sqmm_avx512 import (_I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _hsum,
                                   _loop)
 
 
@@ -90,7 +90,7 @@ class GatherFloor:
         self.cols = np.resize(cols if cols.size else np.zeros(1, np.int32), WINDOW)
         self.x = x
         groups = -(-m.n_entries // 16)
-        self.serial = m._serial()  # the product runs on the calling thread
+        self.serial = m.serial()  # the product runs on the calling thread
         parts = 1 if self.serial else threads
         self.parts = (np.arange(parts + 1) * groups // parts * 16).astype(np.int64)
         self.sums = np.zeros(parts, dtype=np.float32)

@@ -1,10 +1,53 @@
-"""dc-engine: Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine."""
+"""dc-engine: Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine.
 
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-from .model import Model
-from .store import load, save
+The public names, each with one home:
+
+- models: :class:`Model` and its layers (:mod:`dc_engine.core`); :func:`load` and :func:`save`
+  read and write model files of either kind, dense or compressed, as that one model type;
+- the stages, in memory: :func:`compress` (all three) and :func:`prune_model`,
+  :func:`quantize_model`, :func:`encode_model`, with their config classes
+  (:mod:`dc_engine.stages`);
+- data: :func:`load_mnist` and :class:`Dataset`;
+- the compressed weight back end: :class:`CompressedMatrix`;
+- errors: :class:`DCFormatError`, :class:`ConfigError`, :class:`DatasetError`.
+
+Importing ``dc_engine`` imports no training code: an app that only runs models loads just the
+runtime. The stage names are imported on first use.
+"""
+
+from .core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .core.model import Model
+from .errors import ConfigError, DatasetError, DCFormatError
+from .io.data import Dataset, load_mnist
+from .runtime import CompressedMatrix, load, save
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "compress": "stages.pipeline", "CompressConfig": "stages.pipeline",
+    "prune_model": "stages.prune", "PruneConfig": "stages.prune",
+    "quantize_model": "stages.quantize", "QuantizeConfig": "stages.quantize",
+    "encode_model": "stages.encode", "EncodeConfig": "stages.encode",
+}
+
+
+def __getattr__(name: str):
+    """The stage API, imported on first use (it pulls in the training code)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dc_engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = ["Model", "Dense", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dropout", "load", "save",
-           "__version__"]
+           "compress", "CompressConfig", "prune_model", "PruneConfig", "quantize_model",
+           "QuantizeConfig", "encode_model", "EncodeConfig", "Dataset", "load_mnist",
+           "CompressedMatrix", "DCFormatError", "ConfigError", "DatasetError", "__version__"]

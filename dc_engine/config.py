@@ -1,8 +1,9 @@
 """Stage settings in TOML: read a file, write one back (settings round-trip), find the
 shipped defaults.
 
-A config file has one table per stage (``[prune]`` now; later stages add theirs). The shipped
-defaults for each zoo architecture are ``dc_engine/configs/<architecture>.toml``.
+A config file has one table per stage: ``[prune]``, ``[quantize]``, ``[encode]``. The shipped
+defaults for each zoo architecture are ``dc_engine/configs/<architecture>.toml`` (package data,
+so they are installed with the package).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
+from .errors import ConfigError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read or holds bad settings."""
 
 
 def load_toml(path) -> dict:
@@ -107,5 +106,4 @@ def build_settings(cls, table: dict, what: str):
     return cls(**table)
 
 
-__all__ = ["ConfigError", "load_toml", "dump_toml", "default_config_path", "build_settings",
-           "CONFIG_DIR"]
+__all__ = ["load_toml", "dump_toml", "default_config_path", "build_settings", "CONFIG_DIR"]

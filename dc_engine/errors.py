@@ -1,4 +1,7 @@
-"""The package's exception types that several modules raise (no heavy imports here)."""
+"""The exception types of the package (one home; no heavy imports here).
+
+Every message says what was expected, what was found, and how to fix it.
+"""
 
 
 class DCFormatError(ValueError):
@@ -10,4 +13,12 @@ class DCFormatError(ValueError):
     """
 
 
-__all__ = ["DCFormatError"]
+class ConfigError(ValueError):
+    """A settings file that cannot be read, or settings that do not fit the model."""
+
+
+class DatasetError(ValueError):
+    """A data file or folder is missing, truncated, corrupt or inconsistent."""
+
+
+__all__ = ["DCFormatError", "ConfigError", "DatasetError"]

@@ -1,10 +1,10 @@
-"""Thread control: the one place that changes BLAS and Numba thread counts (STYLE rule 23).
+"""Thread control: the one place that changes BLAS and Numba thread counts, always restored
+in ``finally``.
 
-Why it matters: OpenBLAS threads spin while they wait for work. When the machine is busy with
-another process, a 2-thread BLAS on 2 cores collapses (measured on this project's 2-core
-machine, LeNet-300-100 training with another training running: 98 s/epoch with 2 BLAS threads
-against 1.9 s/epoch with 1). ``--threads 1`` keeps training fast on a shared machine, and
-makes its floating-point results independent of the core count.
+Why it matters: OpenBLAS threads spin while they wait for work, so when the machine is busy
+with another process a 2-thread BLAS on 2 cores can run many times slower than 1 thread
+(README, "Threads", has the measurement). ``--threads 1`` keeps training fast on a shared
+machine, and makes its floating-point results independent of the core count.
 """
 
 from __future__ import annotations

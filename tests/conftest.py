@@ -37,7 +37,7 @@ def tiny_mnist(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_mlp_model(tiny_mnist, tmp_path_factory):
     """A LeNet-300-100 file trained for 2 epochs on ``tiny_mnist`` by the CLI (read-only)."""
-    from dc_engine.cli import main
+    from dc_engine.app.cli import main
 
     out = tmp_path_factory.mktemp("models") / "mlp.h5"
     rc = main(["train", "lenet-300-100", "--out", str(out), "--data", str(tiny_mnist),

@@ -1,4 +1,4 @@
-"""Tests for dc_engine.data: IDX reading, MNIST loading, validation split."""
+"""Tests for dc_engine.io.data: IDX reading, MNIST loading, validation split."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dc_engine import data
-from dc_engine.data import (
+from dc_engine.io import data
+from dc_engine.io.data import (
     DEFAULT_DATA_DIR,
     MNIST_FILES,
     Dataset,

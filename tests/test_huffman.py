@@ -1,4 +1,4 @@
-"""Canonical length-limited Huffman coding (dc_engine.huffman): round trips, optimality, limits,
+"""Canonical length-limited Huffman coding (dc_engine.codecs.huffman): round trips, optimality, limits,
 canonical codes, entropy bound and corrupt input."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dc_engine.errors import DCFormatError
-from dc_engine.huffman import canonical_codes, code_lengths, decode, decode_table, encode
+from dc_engine.codecs.huffman import canonical_codes, code_lengths, decode, decode_table, encode
 
 
 def _kraft(lengths) -> float:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import kernels
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.kernels import reference
 
 KERNEL_DIR = Path(kernels.__file__).resolve().parent
 KERNEL_FILES = sorted(KERNEL_DIR.glob("*.py"))
@@ -147,7 +147,7 @@ def test_fastmath_only_through_config_constant(path):
 
 
 def test_fastmath_constant_leaves_out_nnan_and_ninf():
-    from kernels._config import FASTMATH
+    from dc_engine.kernels._config import FASTMATH
 
     assert isinstance(FASTMATH, (set, frozenset))
     assert not {"nnan", "ninf", "fast"} & set(FASTMATH)

@@ -7,10 +7,10 @@ import copy
 import numpy as np
 import pytest
 
-from dc_engine.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-from dc_engine.losses import softmax_cross_entropy
-from dc_engine.model import Model
-from dc_engine.zoo import lenet5, lenet_300_100
+from dc_engine.core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from dc_engine.core.losses import softmax_cross_entropy
+from dc_engine.core.model import Model
+from dc_engine.core.zoo import lenet5, lenet_300_100
 
 EPS = 1e-6
 TOL = 1e-6
@@ -338,9 +338,13 @@ def test_model_output_shape_and_predict(rng):
     model = _tiny_model(rng, dtype=np.float32)
     assert model.output_shape() == (3,)
     x = rng.standard_normal((5, 1, 6, 6)).astype(np.float32)
-    logits = model.predict(x, batch_size=2)
-    assert logits.shape == (5, 3) and logits.dtype == np.float32
-    np.testing.assert_allclose(logits, model.forward(x), rtol=1e-6, atol=1e-6)
+    classes = model.predict(x, batch_size=2)  # predict: class indices; forward: logits
+    assert classes.shape == (5,) and classes.dtype == np.int64
+    np.testing.assert_array_equal(classes, np.argmax(model.forward(x), axis=1))
+    assert model.predict(x[:0]).shape == (0,)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            model.predict(x, batch_size=bad)
 
 
 def test_model_forward_empty_batch(rng):
@@ -378,17 +382,18 @@ def test_maxpool2d_rejects_bad_inputs():
         layer.forward(np.zeros((1, 1, 2, 5)))
 
 
-@pytest.mark.parametrize("build", [
-    lambda: Dense(0, 3),
-    lambda: Dense(3, 2.5),
-    lambda: Conv2D(1, 2, 3, stride=0),
-    lambda: Conv2D(1, 2, 3, padding=-1),
-    lambda: MaxPool2D(0),
-    lambda: Dropout(1.0),
-    lambda: Dropout(-0.1),
+@pytest.mark.parametrize("build, exc", [
+    (lambda: Dense(0, 3), ValueError),
+    (lambda: Dense(3, 2.5), TypeError),
+    (lambda: Conv2D(1, 2, 3, stride=0), ValueError),
+    (lambda: Conv2D(1, 2, 3, padding=-1), ValueError),
+    (lambda: Conv2D(1, 2, True), TypeError),
+    (lambda: MaxPool2D(0), ValueError),
+    (lambda: Dropout(1.0), ValueError),
+    (lambda: Dropout(-0.1), ValueError),
 ])
-def test_layer_constructors_reject_bad_hyperparameters(build):
-    with pytest.raises(ValueError):
+def test_layer_constructors_reject_bad_hyperparameters(build, exc):
+    with pytest.raises(exc):
         build()
 
 

@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import kernels
-from dc_engine.layers import Dense, ReLU
-from dc_engine.losses import softmax_cross_entropy
-from dc_engine.model import Model
-from dc_engine.optim import SGD, LRSchedule, Tie
-from dc_engine.train import TrainConfig, fit
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.core.layers import Dense, ReLU
+from dc_engine.core.losses import softmax_cross_entropy
+from dc_engine.core.model import Model
+from dc_engine.core.optim import SGD, LRSchedule
+from dc_engine.core.ties import Tie
+from dc_engine.core.train import TrainConfig, fit
+from dc_engine.kernels import reference
 
 
 def _dataset(rng, n=24, features=6, classes=3):

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dc_engine import store
-from dc_engine.cli import main
-from dc_engine.layers import Dense, Dropout, Flatten, ReLU
-from dc_engine.model import Model
-from dc_engine.prune import (
+from dc_engine.io import dense as store
+from dc_engine.app.cli import main
+from dc_engine.core.layers import Dense, Dropout, Flatten, ReLU
+from dc_engine.core.model import Model
+from dc_engine.stages.prune import (
     LayerPrune,
     PruneConfig,
     adjust_dropout,
@@ -32,10 +32,10 @@ from dc_engine.prune import (
     prune_model,
     prune_step,
     quality_threshold,
-    sensitivity_scan,
 )
-from dc_engine.train import TrainConfig, evaluate, fit
-from dc_engine.zoo import lenet_300_100
+from dc_engine.stages.studies import sensitivity_scan
+from dc_engine.core.train import TrainConfig, evaluate, fit
+from dc_engine.core.zoo import lenet_300_100
 from tiny_stage_configs import TINY_KEPT, prune_toml
 
 RECIPE = {"lr": 0.1, "lr_policy": "fixed", "momentum": 0.9, "weight_decay": 5e-4}
@@ -223,7 +223,7 @@ def test_prune_model_keeps_exact_counts_and_pruned_weights_stay_zero(seed, kept1
     dense = {n: model[n].params["W"].copy() for n in kept}
     round1 = prune_step(copy.deepcopy(model), config, 0)  # the first round, on a copy
 
-    report = prune_model(model, config, RECIPE, x, y, xv, yv, progress=False)
+    report = prune_model(model, (x, y, xv, yv), config, recipe=RECIPE, progress=False)
 
     for name, k in kept.items():
         w, mask = model[name].params["W"], model[name].masks["W"]
@@ -281,7 +281,7 @@ def test_prune_model_lowers_dropout_over_rounds():
     x, y, xv, yv = _tiny_data(1)
     config = PruneConfig(layers={"fc2": {"kept": 0.25}}, rounds=2,
                          retrain={"epochs": 1, "batch_size": 16})
-    prune_model(model, config, RECIPE, x, y, xv, yv, progress=False)
+    prune_model(model, (x, y, xv, yv), config, recipe=RECIPE, progress=False)
     assert np.count_nonzero(model["fc2"].params["W"]) == 6  # 0.25 * 24
     assert model["drop1"].rate == pytest.approx(0.25, rel=1e-12)
 

@@ -1,4 +1,5 @@
-"""The runtime: compressed models load, run like their dense decode, and import no training."""
+"""The runtime: compressed files load as the one Model type, run like their dense decode,
+save back byte for byte, and import no training code."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import numpy as np
 import pytest
 
 import dc_engine
-from dc_engine import runtime, store
-from dc_engine.runtime import CompressedConv2D, CompressedDense, CompressedModel
+from dc_engine import runtime
+from dc_engine.core.layers import Conv2D, Dense
+from dc_engine.core.model import Model
+from dc_engine.runtime import CompressedMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "data" / "models"
-TRAINING = ("dc_engine.train", "dc_engine.optim", "dc_engine.quantize", "dc_engine.prune",
-            "dc_engine.pipeline", "dc_engine.losses")
+TRAINING = ("dc_engine.core.train", "dc_engine.core.optim", "dc_engine.core.losses",
+            "dc_engine.stages", "dc_engine.stages.quantize", "dc_engine.stages.prune",
+            "dc_engine.app", "dc_engine.app.jobs", "tqdm")
 
 
 def test_runtime_imports_no_training_code():
@@ -41,20 +45,26 @@ def test_loading_a_compressed_file_imports_no_training_code():
 @pytest.mark.parametrize("arch", ["lenet-300-100", "lenet-5"])
 def test_shipped_compressed_model_runs_like_its_quantized_model(arch, rng):
     cm = dc_engine.load(MODELS / f"{arch}.dc.h5")
-    assert isinstance(cm, CompressedModel)
-    qm = store.load(MODELS / f"{arch}.quantized.h5")
+    qm = dc_engine.load(MODELS / f"{arch}.quantized.h5")
+    # one model type, the same layer classes: only the weight back end differs
+    assert type(cm) is type(qm) is Model
+    assert [type(l) for l in cm.layers] == [type(l) for l in qm.layers]
+    assert cm.compressed and not qm.compressed
     assert cm.name == qm.name == arch
     assert cm.input_shape == qm.input_shape
     assert cm.num_params() == qm.num_params()
-    kinds = [type(l) for l in cm.layers if isinstance(l, (CompressedDense, CompressedConv2D))]
-    assert len(kinds) == sum(1 for l in qm.layers if l.params)
+    for c, q in zip(cm.layers, qm.layers):
+        assert c.name == q.name and c.hyperparameters == q.hyperparameters
+        if isinstance(c, (Dense, Conv2D)):
+            assert isinstance(c.params["W"], CompressedMatrix) and c.compressed
+            assert isinstance(q.params["W"], np.ndarray) and not q.compressed
     x = rng.random((33,) + qm.input_shape, dtype=np.float32)
     ref = qm.forward(x)
     out = cm.forward(x)
     assert out.dtype == np.float32 and out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert np.array_equal(cm.predict(x, batch_size=5), np.argmax(ref, axis=1))
-    weights = sum(l.matrix.n_entries for l in cm.layers if hasattr(l, "matrix"))
+    weights = sum(l.params["W"].n_entries for l in cm.weighted_layers())
     assert weights < cm.num_params() // 8  # pruned: packed entries, not one per weight
     assert cm.nbytes < 4 * cm.num_params() // 8
     dense = cm.to_dense()
@@ -83,9 +93,9 @@ def test_one_sample_path_matches_the_batched_path(arch, simd, rng):
     """forward on a batch of one runs the fused batch-1 path (product, then bias and ReLU in
     one call); it gives the batched path's rows, fresh arrays each call, on either kernel."""
     cm = runtime.load(MODELS / f"{arch}.dc.h5")
-    for layer in cm.layers:
-        if isinstance(layer, CompressedDense):
-            layer.matrix.simd = simd and layer.matrix.simd
+    for layer in cm.weighted_layers():
+        m = layer.params["W"]
+        m.simd = simd and m.simd
     x = rng.random((6,) + cm.input_shape, dtype=np.float32)
     x[2] = 0.0  # every activation zero before the biases
     batched = cm.forward(x)
@@ -105,7 +115,7 @@ def test_one_sample_path_matches_the_batched_path(arch, simd, rng):
 def test_one_sample_path_follows_changes_to_the_layers(rng):
     """The fused plan (Dense + ReLU as one step) is rebuilt when the layer list changes, also
     when a removed layer is freed and a new one could take its id()."""
-    from dc_engine.layers import Dropout
+    from dc_engine.core.layers import Dropout
     cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
     x = rng.random((3,) + cm.input_shape, dtype=np.float32)
     before = cm.forward(x[:1])
@@ -138,3 +148,43 @@ def test_one_sample_path_on_one_thread(rng):
         np.testing.assert_array_equal(cm.forward(x), want)
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("arch", ["lenet-300-100", "lenet-5"])
+def test_a_loaded_compressed_file_saves_back_byte_for_byte(arch, tmp_path):
+    """The layers record how their payloads were encoded, so save(load(f)) == f."""
+    src = MODELS / f"{arch}.dc.h5"
+    cm = dc_engine.load(src)
+    out = dc_engine.save(cm, tmp_path / "again.dc.h5")
+    assert out.read_bytes() == src.read_bytes()
+    with pytest.raises(ValueError, match="no metadata"):
+        dc_engine.save(cm, tmp_path / "x.dc.h5", metadata={"a": 1})
+
+
+def test_compressed_and_float_weights_cannot_share_a_file(tmp_path):
+    cm = dc_engine.load(MODELS / "lenet-300-100.dc.h5")
+    cm["ip3"].set_param("W", cm["ip3"].params["W"].to_dense())  # back to a float array
+    assert cm.compressed and not cm["ip3"].compressed
+    with pytest.raises(ValueError, match="'ip3' has no compressed weight"):
+        dc_engine.save(cm, tmp_path / "mixed.dc.h5")
+    assert not (tmp_path / "mixed.dc.h5").exists()
+
+
+def test_to_dense_gives_an_independent_float_model(rng):
+    cm = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    dense = cm.to_dense()
+    assert not dense.compressed and dense.metadata == cm.metadata
+    x = rng.random((4,) + cm.input_shape, dtype=np.float32)
+    np.testing.assert_allclose(dense.forward(x), cm.forward(x), rtol=1e-4, atol=1e-4)
+    dense["ip2"].params["b"][:] = 0.0  # a copy: the compressed model keeps its bias
+    assert np.any(cm["ip2"].params["b"] != 0)
+
+
+def test_compressed_layers_refuse_float64_and_training():
+    cm = dc_engine.load(MODELS / "lenet-300-100.dc.h5")
+    with pytest.raises(TypeError, match="float32"):
+        cm.astype(np.float64)
+    from dc_engine.core.train import TrainConfig, fit
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(ValueError, match="inference only"):
+        fit(cm, x, np.zeros(4, np.int64), TrainConfig(epochs=1), progress=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dc_engine.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU
-from dc_engine.model import Model
-from dc_engine.train import TrainConfig, evaluate, fit
+from dc_engine.core.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU
+from dc_engine.core.model import Model
+from dc_engine.core.train import TrainConfig, evaluate, fit
 
 
 def _blobs(rng, n_per_class=20, features=6, classes=3, spread=0.3):

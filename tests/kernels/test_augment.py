@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.kernels import reference
 
 DTYPES = [np.float32, np.float64]
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.kernels import reference
 
 WIDTHS = list(range(1, 17))
 

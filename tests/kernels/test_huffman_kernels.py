@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from dc_engine.huffman import canonical_codes, code_lengths, decode_table
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.codecs.huffman import canonical_codes, code_lengths, decode_table
+from dc_engine.kernels import reference
 
 
 def _code(counts, max_len):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.kernels import reference
 
 
 def _encode(mod, codes, index_bits):

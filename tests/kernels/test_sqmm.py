@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels import reference
+from dc_engine import kernels
+from dc_engine.kernels import reference
 
 
 def _word_dtype(bits):

@@ -1,0 +1,426 @@
+"""The ``dc-engine`` command line. It only parses arguments, calls the jobs
+(:mod:`dc_engine.app.jobs`) and prints; the work happens in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+PROG = "dc-engine"
+
+
+class CLIError(Exception):
+    """A user error the CLI reports in one line (exit status 2)."""
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="folder with a dataset in MNIST's four-file IDX layout "
+                        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+                        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]); "
+                        "default: the MNIST copy in data/mnist of a dc-engine source checkout "
+                        "(an installed package has none: pass --data)")
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="BLAS and Numba threads (default: all cores). On a busy machine use 1: "
+                        "spinning BLAS threads can make 2 threads many times slower than 1")
+
+
+def _add_stage_parser(sub, name: str, summary: str, description: str, model: tuple[str, str],
+                      out: tuple[str, str, str], tables: str | None = None,
+                      training: bool = True) -> argparse.ArgumentParser:
+    """A compression-stage command: MODEL [--out FILE --config --report-dir --force ...];
+    ``out`` is (metavar, help, default suffix); ``training`` adds --no-progress, --threads and
+    --data. Returns the parser for extras."""
+    p = sub.add_parser(name, help=summary, description=description)
+    p.add_argument("model", metavar=model[0], help=model[1])
+    p.add_argument("--out", metavar=out[0], default=None,
+                   help=f"{out[1]} (default: STEM{out[2]} in the current folder, STEM the "
+                        f"model's file name without .h5, .pruned, .quantized)")
+    p.set_defaults(out_suffix=out[2])
+    p.add_argument("--config", metavar="FILE.toml",
+                   help=f"settings ({tables or f'[{name}] table'}); default: the "
+                        f"architecture's shipped config")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where reports and figures go (default: the folder of --out)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    if training:
+        p.add_argument("--no-progress", action="store_true", help="no progress output")
+        _add_threads(p)
+        _add_data(p)
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+    from ..core.zoo import ARCHITECTURES, RECIPES
+
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
+                    "train the paper's LeNets, prune, quantize and Huffman-encode them into "
+                    "small HDF5 files (compress does all three), inspect and evaluate them.",
+        epilog="Run 'dc-engine COMMAND --help' for the options of a command.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch (INFO level)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    defaults = "; ".join(
+        f"{a}: " + ", ".join(f"{k}={v}" for k, v in RECIPES[a].items()) for a in RECIPES)
+    tp = sub.add_parser(
+        "train", help="train a LeNet from scratch and save it as a dense HDF5 model",
+        description="Train one of the paper's MNIST networks with SGD (momentum, L2 weight "
+                    "decay, Caffe's learning-rate policies) on the training images minus a "
+                    "held-out validation split, then report validation and test error and save "
+                    "the model. Options left out take the architecture's documented recipe "
+                    f"({defaults}).")
+    tp.add_argument("arch", choices=sorted(ARCHITECTURES), help="network to train")
+    tp.add_argument("--out", required=True, metavar="FILE.h5", help="where to save the model")
+    tp.add_argument("--epochs", type=int, help="passes over the training split")
+    tp.add_argument("--lr", type=float, help="base learning rate")
+    tp.add_argument("--batch-size", type=int, help="images per SGD step")
+    tp.add_argument("--seed", type=int, default=0,
+                    help="seeds initialisation, split, shuffling, augmentation (default 0)")
+    tp.add_argument("--momentum", type=float, help="SGD momentum")
+    tp.add_argument("--weight-decay", type=float, help="L2 weight decay on weights (not biases)")
+    tp.add_argument("--lr-policy", choices=["inv", "step", "fixed"],
+                    help="learning-rate schedule: inv = lr*(1+gamma*iter)^-power (Caffe's "
+                         "LeNet solver), step = lr*gamma^(epoch//step-epochs), fixed")
+    tp.add_argument("--gamma", type=float, help="gamma of the lr policy")
+    tp.add_argument("--power", type=float, help="power of the inv policy")
+    tp.add_argument("--step-epochs", type=int, help="epochs between decays (step policy)")
+    tp.add_argument("--augment-shift", type=int,
+                    help="random translation of training images by up to this many pixels "
+                         "(0 turns augmentation off)")
+    tp.add_argument("--val-size", type=int, default=5000,
+                    help="training images held out for validation (default 5000)")
+    _add_threads(tp)
+    tp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    tp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data(tp)
+
+    ep = sub.add_parser(
+        "eval", help="test error of a saved model",
+        description="Evaluate a saved model on the test images of the dataset.")
+    ep.add_argument("model", metavar="FILE.h5",
+                    help="a model saved by dc-engine: dense (.h5) or compressed (.dc.h5)")
+    ep.add_argument("--json", action="store_true",
+                    help='print one JSON line: {"error", "accuracy", "n", "params", "bytes", '
+                         '"compressed"} (error and accuracy as fractions; bytes = the file size '
+                         "of a compressed model, else 4 * params, the float32 size)")
+    ep.add_argument("--batch-size", type=int, default=1000,
+                    help="images per forward pass (default 1000)")
+    _add_threads(ep)
+    _add_data(ep)
+
+    _add_stage_parser(
+        sub, "prune", "stage 1: magnitude pruning with masked retraining",
+        "Prune a dense model by weight magnitude, layer by layer, and retrain it with the pruned "
+        "connections held at exactly zero, over one or more rounds (Han et al. 2015; Deep "
+        "Compression Sec. 2). Settings come from the [prune] table of a TOML config (default: "
+        "the shipped one for the model's architecture, dc_engine/configs/ARCH.toml). Writes the "
+        "pruned model (an ordinary model file whose pruned weights are 0.0, with the settings "
+        "and report in its metadata), STEM.report.json and STEM.weights.png.",
+        ("DENSE.h5", "the dense model to prune"),
+        ("PRUNED.h5", "where to save it", ".pruned.h5"))
+    _add_stage_parser(
+        sub, "quantize", "stage 2: k-means weight sharing and centroid fine-tuning",
+        "Cluster each layer's non-zero weights by 1-D k-means into a codebook (slot 0 is 0.0 for "
+        "pruned weights), replace every weight by its centroid, and fine-tune the centroids with "
+        "the summed gradients of their weights (Deep Compression Sec. 3). Settings come from the "
+        "[quantize] table of a TOML config (default: the architecture's shipped config). Writes "
+        "the quantized model (codebook + index per layer), STEM.report.json and "
+        "STEM.codebook.png.",
+        ("PRUNED.h5", "the (pruned) model to quantize"),
+        ("QUANTIZED.h5", "where to save it", ".quantized.h5"))
+
+    cp = _add_stage_parser(
+        sub, "compress", "the whole job: prune, quantize, Huffman-encode into MODEL.dc.h5",
+        "Run the three stages of Deep Compression on a dense model: magnitude pruning with "
+        "masked retraining ([prune]), k-means weight sharing with centroid fine-tuning "
+        "([quantize]) and Huffman coding of the weight codes and relative indices ([encode]), "
+        "with settings from one TOML config (default: the architecture's shipped config). "
+        "Prints each stage's table, the paper-style size table and the test error of the "
+        "compressed file; writes STEM.report.json, STEM.sizes.json/.png and the stages' "
+        "figures.",
+        ("DENSE.h5", "the dense model to compress"),
+        ("MODEL.dc.h5", "the compressed file (its folder is created if missing)", ".dc.h5"),
+        tables="[prune], [quantize], [encode] tables")
+    cp.add_argument("--keep", action="store_true",
+                    help="keep the intermediate models beside --out (STEM.pruned.h5, "
+                         "STEM.quantized.h5); with --force they may be overwritten")
+    cp.add_argument("--json", action="store_true",
+                    help="print the whole report as JSON instead of the tables")
+
+    encp = _add_stage_parser(
+        sub, "encode", "stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
+        "Encode every layer of a quantized model (dc-engine quantize) as relative indices and "
+        "codebook codes, Huffman-code both streams (Deep Compression Sec. 4) and write the "
+        "compressed HDF5 file (docs/FORMAT.md); the file is read back and checked to decode to "
+        "the quantized weights bit for bit. Settings: the [encode] table of the config "
+        "(index_bits, default 5, or \"auto\"; coder, default \"huffman\"). Prints the size "
+        "table; writes STEM.sizes.json and .png.",
+        ("QUANTIZED.h5", "the quantized model"),
+        ("MODEL.dc.h5", "the compressed file", ".dc.h5"),
+        training=False)
+    encp.add_argument("--json", action="store_true", help="print the size report as JSON")
+
+    ip = sub.add_parser(
+        "inspect", help="the size table of a compressed file, from the file alone",
+        description="Print the paper-style per-layer table (weights, kept, weight and index "
+                    "bits before and after Huffman coding, compress rates) and the size after "
+                    "each stage of a compressed model file, read from the file alone.")
+    ip.add_argument("model", metavar="MODEL.dc.h5", help="a compressed model file")
+    ip.add_argument("--json", action="store_true",
+                    help="print JSON: per layer {name, shape, nnz, kept, weight_bits, "
+                         "index_bits, coded_weight_bits, coded_index_bits, bytes, ...} and "
+                         "totals {original_bytes, compressed_bytes, file_bytes, ratio_file, "
+                         "ratio_payload, ...}")
+
+    bp = sub.add_parser(
+        "bits-sweep", help="error vs bits for the three centroid initialisations",
+        description="Quantize every configured layer at each width in --bits with each "
+                    "initialisation (linear, density, random), fine-tune the centroids for "
+                    "--epochs, and record the validation error after clustering and after "
+                    "fine-tuning (like Deep Compression Figs. 7-8). Writes DIR/bits_sweep.json, "
+                    ".md and .png.")
+    bp.add_argument("model", metavar="PRUNED.h5", help="the (pruned) model")
+    bp.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    bp.add_argument("--bits", type=int, nargs="+", default=list(range(2, 9)), metavar="B",
+                    help="widths to try (default: 2 3 4 5 6 7 8)")
+    bp.add_argument("--epochs", type=int, default=1,
+                    help="fine-tuning epochs per point (default 1; 0: clustering only)")
+    bp.add_argument("--config", metavar="FILE.toml",
+                    help="which layers and fine-tuning settings ([quantize] table); default: "
+                         "the architecture's shipped config")
+    _add_threads(bp)
+    _add_data(bp)
+
+    sp = sub.add_parser(
+        "sensitivity", help="per-layer pruning sensitivity scan (table and PNG)",
+        description="Prune each layer alone, by magnitude, to a sweep of kept-fractions, "
+                    "without retraining, and measure the validation error (Han et al. 2015, "
+                    "Fig. 6). Writes DIR/sensitivity.json, DIR/sensitivity.md and "
+                    "DIR/sensitivity.png. Use it to choose the per-layer settings of a pruning "
+                    "config.")
+    sp.add_argument("model", metavar="DENSE.h5", help="the dense model to scan")
+    sp.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    sp.add_argument("--fractions", type=float, nargs="+", metavar="F",
+                    help="kept-fractions to try, each in (0, 1] (default: 1 0.5 0.3 0.2 0.1 "
+                         "0.05 0.02 0.01)")
+    sp.add_argument("--val-size", type=int, default=5000,
+                    help="training images held out for validation (default 5000, seed 0, the "
+                         "same split as train)")
+    _add_threads(sp)
+    _add_data(sp)
+    return ap
+
+
+def _output_path(path, force: bool) -> Path:
+    """--out checked before any work: never overwrite a file unasked, fail early on a bad
+    folder."""
+    out = Path(path)
+    if out.exists() and not force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.exists():
+        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+    return out
+
+
+def _output_dir(path) -> None:
+    """A folder argument that names an existing file fails before any work is done."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise CLIError(f"{path} exists and is not a folder; pass a folder for the results")
+
+
+def _out(args) -> Path:
+    """--out, or the command's default beside nothing: STEM<suffix> in the current folder."""
+    from .jobs import default_output
+    return Path(args.out) if args.out else default_output(args.model, args.out_suffix)
+
+
+def _cmd_train(args) -> int:
+    from .jobs import train
+    from ..core.train import TrainConfig
+    from ..core.zoo import RECIPES
+
+    out = _output_path(args.out, args.force)
+    overrides = {k: getattr(args, k) for k in (
+        "epochs", "lr", "batch_size", "momentum", "weight_decay", "lr_policy", "gamma",
+        "power", "step_epochs", "augment_shift")}
+    config = TrainConfig(seed=args.seed, **dict(RECIPES[args.arch], **{
+        k: v for k, v in overrides.items() if v is not None}))  # bad options fail here
+    res = train(args.arch, out, args.data, seed=args.seed, val_size=args.val_size,
+                threads=args.threads, progress=not args.no_progress,
+                on_start=lambda line: print(line, file=sys.stderr), **overrides)
+    epoch_s = sorted(r["seconds"] for r in res["history"])
+    med = epoch_s[len(epoch_s) // 2] if epoch_s else 0.0
+    print(f"{args.arch}: {config.epochs} epochs in {res['seconds']:.0f} s (median epoch "
+          f"{med:.1f} s), {res['params']:,} parameters")
+    if res["val_error"] is not None:
+        print(f"validation error {100 * res['val_error']:.2f}% on {res['n_val']:,} images")
+    print(f"test error       {100 * res['test_error']:.2f}% on {res['n_test']:,} images")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .jobs import evaluate_file
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    out = evaluate_file(args.model, args.data, args.batch_size, args.threads)
+    if args.json:
+        print(json.dumps({k: out[k] for k in ("error", "accuracy", "n", "params", "bytes",
+                                              "compressed")}))
+        return 0
+    params, nbytes = out["params"], out["bytes"]
+    if out["compressed"]:
+        print(f"{args.model}: {out['name']}, compressed: {params:,} parameters in "
+              f"{nbytes:,} bytes on disk ({4 * params / nbytes:.1f}x smaller than float32)")
+    else:
+        print(f"{args.model}: {out['name']}, {params:,} parameters ({4 * params:,} bytes as "
+              f"float32)")
+    print(f"test error {100 * out['error']:.2f}% (accuracy {100 * out['accuracy']:.2f}%) on "
+          f"{out['n']:,} images")
+    return 0
+
+
+def _run_stage(args, run, table) -> int:
+    """A stage command (prune, quantize): check the outputs, run, print the report table."""
+    out = _output_path(_out(args), args.force)
+    _output_dir(args.report_dir)
+    report = run(args.model, out, config_path=args.config, data=args.data,
+                 report_dir=args.report_dir, threads=args.threads,
+                 progress=not args.no_progress)
+    print(table(report), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def _cmd_prune(args) -> int:
+    from . import jobs, report
+    return _run_stage(args, jobs.prune, report.prune_table)
+
+
+def _cmd_quantize(args) -> int:
+    from . import jobs, report
+    return _run_stage(args, jobs.quantize, report.quantize_table)
+
+
+def _cmd_bits_sweep(args) -> int:
+    from . import jobs, report
+
+    if args.epochs < 0:
+        raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    _output_dir(args.out)
+    bad = [b for b in args.bits if not 1 <= b <= 16]
+    if bad:
+        raise CLIError(f"--bits must lie in 1..16, got {bad}")
+    sweep = jobs.bits_sweep(args.model, args.out, bits=args.bits, finetune_epochs=args.epochs,
+                            config_path=args.config, data=args.data, threads=args.threads)
+    print(report.bits_table(sweep), end="")
+    print(f"wrote {Path(args.out) / 'bits_sweep.json'}, .md and .png")
+    return 0
+
+
+def _cmd_compress(args) -> int:
+    from . import jobs, report
+
+    out = _out(args)
+    if Path(args.model).is_file():  # the long job's output folder is made for it (mkdir -p)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_path(out, args.force)
+    _output_dir(args.report_dir)
+    if args.keep and not args.force:
+        for suffix in (".pruned.h5", ".quantized.h5"):
+            _output_path(out.parent / (jobs.stem(out) + suffix), False)
+    t0 = time.perf_counter()
+
+    def on_stage(message: str) -> None:
+        if not args.no_progress:
+            print(f"[{time.perf_counter() - t0:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    res = jobs.compress(args.model, out, config_path=args.config, data=args.data,
+                        report_dir=args.report_dir, threads=args.threads,
+                        progress=not args.no_progress, keep=args.keep, on_stage=on_stage)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(report.compress_table(res), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    from . import jobs, report
+
+    out = _output_path(_out(args), args.force)
+    _output_dir(args.report_dir)
+    res = jobs.encode(args.model, out, config_path=args.config, report_dir=args.report_dir)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(report.size_table(res), end="")
+    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from . import jobs, report
+
+    res = jobs.inspect(args.model)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    t = res["totals"]
+    print(f"{args.model}: {res['architecture']}, compressed format version "
+          f"{res['version']}, input shape {tuple(res['input_shape'])}")
+    print(report.size_table(res), end="")
+    print(f"file: {t['file_bytes']:,} bytes on disk = {t['ratio_file']:.1f}x smaller than "
+          f"{t['original_bytes']:,} bytes of float32 parameters")
+    return 0
+
+
+def _cmd_sensitivity(args) -> int:
+    from . import jobs, report
+
+    _output_dir(args.out)
+    scan = jobs.sensitivity(args.model, args.out, data=args.data, fractions=args.fractions,
+                            val_size=args.val_size, threads=args.threads)
+    print(report.sensitivity_table(scan), end="")
+    print(f"wrote {Path(args.out) / 'sensitivity.json'}, .md and .png")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dc-engine`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from ..errors import ConfigError, DatasetError, DCFormatError
+
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
+                "sensitivity": _cmd_sensitivity, "quantize": _cmd_quantize,
+                "bits-sweep": _cmd_bits_sweep, "compress": _cmd_compress,
+                "encode": _cmd_encode, "inspect": _cmd_inspect}
+    try:
+        return commands[args.command](args)
+    except (CLIError, ConfigError, DatasetError, DCFormatError, OSError, ValueError,
+            TypeError) as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Each ``dc-engine`` command as a function from files to files.
+
+A job reads its input file and its settings (a TOML config, default: the architecture's
+shipped one), runs the library in memory (:mod:`dc_engine.stages`, :mod:`dc_engine.core`),
+writes its output atomically, writes its reports and figures, and returns a JSON-able report.
+No arithmetic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..config import default_config_path, dump_toml, load_toml
+from ..core.train import TrainConfig, evaluate, fit
+from ..core.zoo import ARCHITECTURES, RECIPES
+from ..errors import ConfigError
+from ..io import compressed as compressed_file
+from ..io.data import load_mnist, train_val_split
+from ..runtime.files import load, save
+from ..stages.inputs import training_recipe
+from ..stages.pipeline import CompressConfig, compress as compress_model
+from ..stages.encode import EncodeConfig, encode_model
+from ..stages.prune import PruneConfig, layer_stats, prune_model
+from ..stages.quantize import QuantizeConfig, quantize_model
+from ..stages.sizes import size_report
+from ..stages.studies import bits_sweep as sweep_bits
+from ..stages.studies import sensitivity_scan
+from ..threads import limit_threads
+from . import plots
+from .report import bits_table, sensitivity_table
+
+
+def stem(path) -> str:
+    """A model file's name without ``.dc.h5`` / ``.h5``."""
+    name = Path(path).name
+    for suffix in (".dc.h5", ".h5"):
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def default_output(model_path, suffix: str) -> Path:
+    """The default output of a command: ``<stem><suffix>`` in the current folder, where the
+    stem drops a ``.pruned`` / ``.quantized`` the input has (``a.pruned.h5`` -> ``a``)."""
+    base = stem(model_path)
+    for step in (".pruned", ".quantized"):
+        base = base.removesuffix(step)
+    return Path(f"{base}{suffix}")
+
+
+# ------------------------------------------------------------------------------- configs
+
+
+def _read_stage_config(config_path, architecture: str, stage: str, cls,
+                       optional: bool = False):
+    """The [stage] table of ``config_path`` (default: the architecture's shipped config).
+
+    With ``optional``, a missing table (or no shipped config) gives ``cls()``, the defaults,
+    and the path None when no file was read."""
+    if config_path:
+        path = Path(config_path)
+    else:
+        try:
+            path = default_config_path(architecture)
+        except ConfigError:
+            if optional:
+                return cls(), None
+            raise
+    table = load_toml(path).get(stage, {} if optional else None)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} has no [{stage}] table")
+    try:
+        return cls.from_dict(table), path
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def read_prune_config(config_path, architecture: str) -> tuple[PruneConfig, Path]:
+    """The [prune] table of ``config_path`` (default: the architecture's shipped config)."""
+    return _read_stage_config(config_path, architecture, "prune", PruneConfig)
+
+
+def read_quantize_config(config_path, architecture: str) -> tuple[QuantizeConfig, Path]:
+    """The [quantize] table of ``config_path`` (default: the architecture's shipped config)."""
+    return _read_stage_config(config_path, architecture, "quantize", QuantizeConfig)
+
+
+def read_encode_config(config_path, architecture: str) -> tuple[EncodeConfig, Path | None]:
+    """The [encode] table of ``config_path`` (default: the architecture's shipped config);
+    defaults (5-bit indices) when the file has no [encode] table or the architecture has no
+    shipped config."""
+    return _read_stage_config(config_path, architecture, "encode", EncodeConfig, optional=True)
+
+
+def read_compress_config(config_path, architecture: str) -> tuple[CompressConfig, Path]:
+    """All three tables of ``config_path`` (default: the architecture's shipped config)."""
+    path = Path(config_path) if config_path else default_config_path(architecture)
+    return CompressConfig.from_toml(path), path
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def _report_base(out_path: Path, report_dir) -> Path:
+    """``<report_dir>/<stem>`` (default folder: that of ``out_path``), the folder made."""
+    report_dir = Path(report_dir) if report_dir else Path(out_path).parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return report_dir / Path(out_path).name.removesuffix(".dc.h5").removesuffix(".h5")
+
+
+def _write_json(path, report: dict) -> None:
+    Path(path).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _write_study(out_dir, name: str, result: dict, table, plot) -> None:
+    """Write ``name``.json, .md (``table(result)``) and .png (``plot``) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / f"{name}.json", result)
+    (out_dir / f"{name}.md").write_text(table(result))
+    plot(result, out_dir / f"{name}.png")
+
+
+def _check_written(model, path: Path) -> None:
+    """Read a written compressed file back: every weight and bias must equal the model's bit
+    for bit (``to_dense`` of both)."""
+    loaded = load(path).to_dense()
+    mine = model.to_dense()
+    for a, b in zip(mine.layers, loaded.layers):
+        for k, w in a.params.items():
+            if not np.array_equal(np.asarray(w).view(np.uint32),
+                                  np.asarray(b.params[k]).view(np.uint32)):
+                raise RuntimeError(f"{path}: layer {a.name!r}, {k!r} does not decode to the "
+                                   f"model's weights; this is a bug, please report it")
+
+
+def _weights(model, names) -> dict:
+    return {n: np.array(model[n].params[model[n].weight_name]) for n in names}
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+def train(arch: str, out_path, data=None, *, seed: int = 0, val_size: int = 5000,
+          threads: int | None = None, progress: bool = True,
+          on_start: Callable[[str], None] | None = None, **overrides) -> dict:
+    """Train a zoo architecture with its recipe (``overrides``: TrainConfig fields) on the
+    dataset's training images minus ``val_size`` held out, evaluate, save.
+
+    ``on_start`` is called with a one-line summary once the data is loaded and checked.
+    Returns the saved metadata (recipe, history, validation and test errors) with
+    ``params`` and ``seconds``.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    recipe = dict(RECIPES[arch])
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(seed=seed, **recipe)
+    ds = load_mnist(data)
+    if not 0 <= val_size < len(ds.x_train):
+        raise ValueError(f"the validation split (--val-size) must be in [0, "
+                         f"{len(ds.x_train)}), got {val_size}")
+    x_tr, y_tr, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
+    model = ARCHITECTURES[arch](seed=seed)
+    if tuple(ds.x_train.shape[1:]) != model.input_shape:
+        raise ValueError(f"{arch} takes images of shape {model.input_shape}, the dataset has "
+                         f"{tuple(ds.x_train.shape[1:])}")
+    if on_start is not None:
+        on_start(f"training {arch} ({model.num_params():,} parameters) on {len(x_tr):,} "
+                 f"images, validating on {len(x_val):,}: " + ", ".join(
+                     f"{k}={v}" for k, v in config.to_dict().items()))
+    t0 = time.perf_counter()
+    history = fit(model, x_tr, y_tr, config, x_val, y_val, progress=progress, threads=threads)
+    seconds = time.perf_counter() - t0
+    with limit_threads(threads):
+        test = evaluate(model, ds.x_test, ds.y_test)
+        val = evaluate(model, x_val, y_val) if len(x_val) else None
+    meta = {"command": "train", "arch": arch, "train_config": config.to_dict(),
+            "val_size": val_size, "threads": threads,
+            "data": str(data or "data/mnist (shipped)"),
+            "history": history.epochs, "train_seconds": seconds,
+            "val_error": val["error"] if val else None, "test_error": test["error"]}
+    save(model, out_path, metadata=meta)
+    return dict(meta, params=model.num_params(), seconds=seconds,
+                n_val=val["n"] if val else 0, n_test=test["n"])
+
+
+def evaluate_file(model_path, data=None, batch_size: int = 1000,
+                  threads: int | None = None) -> dict:
+    """Test error of a model file of either kind: ``{"error", "accuracy", "n", "params",
+    "bytes", "compressed", "name"}`` (``bytes``: the file size of a compressed model, else
+    4 x params, the float32 size)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = load(model_path)
+    ds = load_mnist(data)
+    if tuple(ds.x_test.shape[1:]) != model.input_shape:
+        raise ValueError(f"{model_path} takes inputs of shape {model.input_shape}, the dataset "
+                         f"has {tuple(ds.x_test.shape[1:])}")
+    with limit_threads(threads):
+        res = evaluate(model, ds.x_test, ds.y_test, batch_size=batch_size)
+    params = model.num_params()
+    nbytes = os.path.getsize(model_path) if model.compressed else 4 * params
+    return {"error": res["error"], "accuracy": res["accuracy"], "n": res["n"],
+            "params": params, "bytes": nbytes, "compressed": model.compressed,
+            "name": model.name}
+
+
+def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
+          threads: int | None = None, progress: bool = True) -> dict:
+    """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining.
+
+    Writes ``out_path`` (an ordinary dense model whose pruned weights are 0.0; the settings
+    and the report are in its metadata) and, in ``report_dir`` (default: the folder of
+    ``out_path``), ``<stem>.report.json`` and ``<stem>.weights.png``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    model = load(dense_path)
+    config, cfg_path = read_prune_config(config_path, model.name)
+    config.check_model(model)
+    recipe = training_recipe(model)  # before the dataset: a config problem is reported first
+    ds = load_mnist(data)
+    before = _weights(model, config.layers)
+    with limit_threads(threads):
+        test_dense = evaluate(model, ds.x_test, ds.y_test)["error"]
+        report = prune_model(model, ds, config, recipe=recipe, progress=progress,
+                             threads=threads)
+        test_pruned = evaluate(model, ds.x_test, ds.y_test)["error"]
+    total_w = sum(s["weights"] for s in report["layers"])
+    total_kept = sum(s["kept"] for s in report["layers"])
+    report.update({
+        "source": str(dense_path), "architecture": model.name, "config_file": str(cfg_path),
+        "config": config.to_dict(), "config_toml": dump_toml({"prune": config.to_dict()}),
+        "test_error_dense": test_dense, "test_error": test_pruned,
+        "weights": total_w, "kept": total_kept, "kept_fraction": total_kept / total_w,
+        "seconds": time.perf_counter() - t0})
+    for layer in model.layers:  # the mask is derivable from the zeros: store none
+        layer.masks.clear()
+    save(model, out_path, metadata={"command": "prune", "prune": report,
+                                    "train_config": recipe})
+    base = _report_base(out_path, report_dir)
+    _write_json(f"{base}.report.json", report)
+    plots.weight_histograms(before, _weights(model, before), f"{base}.weights.png",
+                            f"{model.name}: weights before pruning and kept after retraining")
+    return report
+
+
+def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None,
+             threads: int | None = None, progress: bool = True) -> dict:
+    """Stage 2 on a (pruned) model file: k-means weight sharing and centroid fine-tuning.
+
+    Writes ``out_path`` (codebook + index per shared layer; settings and report in the
+    metadata) and, in ``report_dir``, ``<stem>.report.json`` and ``<stem>.codebook.png``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    model = load(pruned_path)
+    config, cfg_path = read_quantize_config(config_path, model.name)
+    config.check_model(model)
+    recipe = training_recipe(model)
+    if config.val_size == 0:
+        raise ConfigError("quantization reports validation errors: val_size must be > 0")
+    ds = load_mnist(data)
+    before = _weights(model, config.bits)
+    with limit_threads(threads):
+        test_before = evaluate(model, ds.x_test, ds.y_test)["error"]
+        report = quantize_model(model, ds, config, recipe=recipe, progress=progress,
+                                threads=threads)
+        test_after = evaluate(model, ds.x_test, ds.y_test)["error"]
+    report.update({
+        "source": str(pruned_path), "architecture": model.name, "config_file": str(cfg_path),
+        "config": config.to_dict(), "config_toml": dump_toml({"quantize": config.to_dict()}),
+        "test_error_before": test_before, "test_error": test_after,
+        "seconds": time.perf_counter() - t0})
+    meta = dict(model.metadata)
+    meta.update({"command": "quantize", "quantize": report, "train_config": recipe})
+    save(model, out_path, metadata=meta)
+    base = _report_base(out_path, report_dir)
+    _write_json(f"{base}.report.json", report)
+    plots.codebook_plot(before, report["codebooks_clustered"],
+                        {l["name"]: l["codebook"] for l in report["layers"]},
+                        f"{base}.codebook.png", f"{model.name}: weights and shared centroids")
+    return report
+
+
+def _write_compressed(model, out_path: Path, report_dir, extra: dict) -> dict:
+    """Save a compressed model, read it back (bit-exact check), write ``<stem>.sizes.json``
+    and ``.png``; returns the size report of the file."""
+    written = save(model, out_path, kind="compressed")
+    _check_written(model, written)
+    report = inspect(written)
+    report.update(extra)
+    base = _report_base(out_path, report_dir)
+    _write_json(f"{base}.sizes.json", report)
+    plots.size_plot(report, f"{base}.sizes.png")
+    return report
+
+
+def encode(quantized_path, out_path, config_path=None, report_dir=None) -> dict:
+    """Stage 3 on a quantized model file: code each layer's codes and relative indices
+    (DC Sec. 4) into a compressed ``.dc.h5`` file (docs/FORMAT.md), then read it back and
+    check that it decodes to the quantized weights bit for bit.
+
+    Writes ``out_path`` and, in ``report_dir`` (default: the folder of ``out_path``),
+    ``<stem>.sizes.json`` (the size report) and ``<stem>.sizes.png``. Returns the size report
+    (with ``file_bytes``, ``config``).
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    model = load(quantized_path)
+    config, cfg_path = read_encode_config(config_path, model.name)
+    compressed = encode_model(model, config, verify=False)  # the file itself is checked
+    return _write_compressed(compressed, out_path, report_dir, {
+        "source": str(quantized_path), "out": str(out_path),
+        "config_file": None if cfg_path is None else str(cfg_path),
+        "config": config.to_dict(), "seconds": time.perf_counter() - t0})
+
+
+def inspect(path) -> dict:
+    """The size report of a compressed file, from the file alone (no dataset needed)."""
+    c = compressed_file.read(path)
+    report = size_report(c.layers, os.path.getsize(path), c.architecture)
+    report["path"] = str(path)
+    report["input_shape"] = list(c.input_shape)
+    report["version"] = c.version
+    return report
+
+
+def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
+             threads: int | None = None, progress: bool = True, keep: bool = False,
+             on_stage: Callable[[str], None] | None = None) -> dict:
+    """The whole job on a dense model file (:func:`dc_engine.compress` in between): writes
+    ``out_path``, evaluates the written file, and writes every stage's report and figure into
+    ``report_dir`` (default: the folder of ``out_path``): ``<stem>.pruned.report.json`` and
+    ``.weights.png``, ``<stem>.quantized.report.json`` and ``.codebook.png``,
+    ``<stem>.sizes.json`` and ``.png``, and ``<stem>.report.json`` with all of it.
+
+    With ``keep``, the intermediate models are saved beside ``out_path`` as
+    ``<stem>.pruned.h5`` and ``<stem>.quantized.h5``.
+    """
+    t0 = time.perf_counter()
+    out_path = Path(out_path)
+    name = stem(out_path)
+    model = load(dense_path)
+    config, cfg_path = read_compress_config(config_path, model.name)
+    ds = load_mnist(data)
+    compressed, report = compress_model(model, ds, config, threads=threads, progress=progress,
+                                        on_stage=on_stage)
+    models = report.pop("models")
+    pruned, quantized = models["pruned"], models["quantized"]
+    p_report, q_report = report["prune"], report["quantize"]
+    p_report.update(source=str(dense_path), architecture=model.name,
+                    config_file=str(cfg_path))
+    q_report.update(source=f"{name}.pruned.h5", architecture=model.name,
+                    config_file=str(cfg_path))
+    if keep:
+        save(pruned, out_path.parent / f"{name}.pruned.h5", metadata=pruned.metadata)
+        save(quantized, out_path.parent / f"{name}.quantized.h5", metadata=quantized.metadata)
+    sizes = _write_compressed(compressed, out_path, report_dir, {
+        "source": f"{name}.quantized.h5", "out": str(out_path), "config_file": str(cfg_path),
+        "config": config.encode.to_dict()})
+    with limit_threads(threads):  # the file, not the model in memory
+        test_file = evaluate(load(out_path), ds.x_test, ds.y_test)["error"]
+    base = _report_base(out_path, report_dir)
+    _write_json(f"{base}.pruned.report.json", p_report)
+    plots.weight_histograms(_weights(model, config.prune.layers),
+                            _weights(pruned, config.prune.layers), f"{base}.pruned.weights.png",
+                            f"{model.name}: weights before pruning and kept after retraining")
+    _write_json(f"{base}.quantized.report.json", q_report)
+    plots.codebook_plot(_weights(pruned, config.quantize.bits), q_report["codebooks_clustered"],
+                        {l["name"]: l["codebook"] for l in q_report["layers"]},
+                        f"{base}.quantized.codebook.png",
+                        f"{model.name}: weights and shared centroids")
+    report.update(source=str(dense_path), out=str(out_path), sizes=sizes,
+                  test_error_compressed=test_file, seconds=time.perf_counter() - t0)
+    _write_json(f"{base}.report.json", report)
+    return report
+
+
+def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 5000,
+                seed: int = 0, threads: int | None = None) -> dict:
+    """LWC Fig. 6 for a dense model file: writes ``sensitivity.json``, ``sensitivity.md`` and
+    ``sensitivity.png`` into ``out_dir`` and returns the scan."""
+    model = load(dense_path)
+    ds = load_mnist(data)
+    _, _, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
+    if len(x_val) == 0:
+        raise ValueError("the sensitivity scan needs a validation split (val_size > 0)")
+    kw = {} if fractions is None else {"fractions": tuple(fractions)}
+    with limit_threads(threads):
+        scan = sensitivity_scan(model, x_val, y_val, **kw)
+    scan["architecture"] = model.name
+    scan["layers"] = layer_stats(model)
+    _write_study(out_dir, "sensitivity", scan, sensitivity_table, plots.sensitivity_plot)
+    return scan
+
+
+def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density", "random"),
+               finetune_epochs: int = 1, config_path=None, data=None,
+               threads: int | None = None) -> dict:
+    """DC Figs. 7-8 for a (pruned) model file (:func:`dc_engine.stages.studies.bits_sweep`):
+    writes ``bits_sweep.json``, ``.md`` and ``.png`` into ``out_dir``."""
+    model = load(pruned_path)
+    config, _ = read_quantize_config(config_path, model.name)
+    ds = load_mnist(data)
+    with limit_threads(threads):
+        out = sweep_bits(model, ds, config, bits, inits, finetune_epochs, threads=threads)
+    _write_study(out_dir, "bits_sweep", out, bits_table, plots.bits_plot)
+    return out
+
+
+__all__ = ["stem", "default_output", "read_prune_config", "read_quantize_config",
+           "read_encode_config", "read_compress_config", "train", "evaluate_file", "prune",
+           "quantize", "encode", "inspect", "compress", "sensitivity", "bits_sweep"]

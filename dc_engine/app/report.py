@@ -1,0 +1,131 @@
+"""Text tables of the stages' reports, as the command line prints them (and markdown for
+the studies). Pure functions of the JSON-able reports: no computing, no files."""
+
+from __future__ import annotations
+
+
+def _pct(error) -> str:
+    return "n/a" if error is None else f"{100 * error:.2f}%"
+
+
+def compress_table(report: dict) -> str:
+    """The whole job's summary: the stage tables, the size table, the errors."""
+    parts = ["== stage 1: pruning", prune_table(report["prune"]),
+             "== stage 2: trained quantization", quantize_table(report["quantize"]),
+             "== stage 3: Huffman coding", size_table(report["sizes"])]
+    errs = (f"test error: dense {_pct(report['test_error_dense'])} -> pruned "
+            f"{_pct(report['test_error_pruned'])} -> quantized "
+            f"{_pct(report['test_error_quantized'])} -> compressed file "
+            f"{_pct(report['test_error_compressed'])}   ({report['seconds']:.0f} s)")
+    return "\n".join(parts) + errs + "\n"
+
+
+def prune_table(report: dict) -> str:
+    """The per-layer pruning report as text (paper-style)."""
+    rounds = report["rounds"]
+    lines = [f"{'layer':<8} {'#weights':>9} {'kept':>8} {'kept %':>7}"]
+    for s in report["layers"]:
+        lines.append(f"{s['name']:<8} {s['weights']:>9,} {s['kept']:>8,} "
+                     f"{100 * s['kept_fraction']:>6.2f}%")
+    lines.append(f"{'total':<8} {report['weights']:>9,} {report['kept']:>8,} "
+                 f"{100 * report['kept_fraction']:>6.2f}%  "
+                 f"({report['weights'] / max(report['kept'], 1):.1f}x fewer weights)")
+    lines.append("")
+    lines.append(f"{'round':<6} {'val error after pruning':>24} {'after retraining':>17}")
+    dense = report.get("val_error_dense")
+    if dense is not None:
+        lines.append(f"{'dense':<6} {100 * dense:>23.2f}%")
+    def pct(e, width):
+        return f"{'n/a':>{width + 1}}" if e is None else f"{100 * e:>{width}.2f}%"
+
+    for r in rounds:
+        lines.append(f"{r['round']:<6} {pct(r['val_error_pruned'], 23)} "
+                     f"{pct(r['val_error_retrained'], 16)}")
+    lines.append("")
+    lines.append(f"test error: dense {_pct(report['test_error_dense'])} -> pruned "
+                 f"{_pct(report['test_error'])}   ({report['seconds']:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def quantize_table(report: dict) -> str:
+    """The per-layer quantization report as text."""
+    lines = [f"{'layer':<8} {'bits':>4} {'#weights':>9} {'non-zero':>9} {'distinct':>8} "
+             f"{'largest cluster':>15} {'empty clusters':>14}"]
+    for l in report["layers"]:
+        pops = l["populations"][1:]
+        lines.append(f"{l['name']:<8} {l['bits']:>4} {l['weights']:>9,} {l['nonzero']:>9,} "
+                     f"{l['distinct_nonzero']:>8} {max(pops, default=0):>15,} "
+                     f"{sum(1 for p in pops if p == 0):>14}")
+    lines.append("")
+    lines.append(f"validation error: before {100 * report['val_error_before']:.2f}%  after "
+                 f"clustering {100 * report['val_error_clustered']:.2f}%  after fine-tuning "
+                 f"{100 * report['val_error_finetuned']:.2f}%")
+    lines.append(f"test error: before {_pct(report['test_error_before'])} -> quantized "
+                 f"{_pct(report['test_error'])}   ({report['seconds']:.0f} s)")
+    return "\n".join(lines) + "\n"
+
+
+def size_table(report: dict) -> str:
+    """The size report (:mod:`dc_engine.stages.sizes`) as text: DC Table 2's columns per layer,
+    then the size after each stage."""
+    head = (f"{'layer':<8} {'#weights':>9} {'kept':>6} {'weight bits':>13} {'index bits':>13} "
+            f"{'compress rate':>17}\n"
+            f"{'':<8} {'':>9} {'':>6} {'P+Q':>5} {'P+Q+H':>7} {'P+Q':>5} {'P+Q+H':>7} "
+            f"{'P+Q':>8} {'P+Q+H':>8}")
+    lines = [head]
+    for l in report["layers"]:
+        lines.append(f"{l['name']:<8} {l['weights']:>9,} {100 * l['kept']:>5.1f}% "
+                     f"{l['weight_bits']:>5} {l['coded_weight_bits']:>7.2f} "
+                     f"{l['index_bits']:>5} {l['coded_index_bits']:>7.2f} "
+                     f"{100 * l['cr_pq']:>7.2f}% {100 * l['cr_pqh']:>7.2f}%")
+    t = report["totals"]
+
+    def rate(ratio) -> str:  # None: a model without weights
+        return f"{'n/a':>8}" if not ratio else f"{100 / ratio:>7.2f}%"
+
+    lines.append(f"{'total':<8} {t['weights']:>9,} {100 * t['kept']:>5.1f}% {'':>5} "
+                 f"{t['coded_weight_bits']:>7.2f} {'':>5} {t['coded_index_bits']:>7.2f} "
+                 f"{rate(t['ratio_pq'])} {rate(t['ratio_payload'])}")
+    lines.append("(per-layer rates: weights, codebook and index over 4 bytes per weight; the "
+                 "total row and the sizes below include biases)")
+    lines.append("")
+    stages = [("original (float32)", t["original_bytes"]),
+              ("pruned (P)", t["pruned_bytes"]), ("pruned + quantized (P+Q)", t["pq_bytes"]),
+              ("+ Huffman (P+Q+H, payload)", t["compressed_bytes"])]
+    if t.get("file_bytes"):
+        stages.append(("file on disk", t["file_bytes"]))
+    for label, b in stages:
+        ratio = f"{t['original_bytes'] / b:>6.1f}x" if b else f"{'n/a':>7}"
+        lines.append(f"{label:<28} {round(b):>10,} bytes  {ratio}")
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity_table(scan: dict) -> str:
+    """Markdown: one row per layer, validation error (%) at each kept-fraction."""
+    head = "| layer | " + " | ".join(f"{100 * f:g}% kept" for f in scan["fractions"]) + " |"
+    rows = [head, "|---" * (len(scan["fractions"]) + 1) + "|"]
+    for name, errs in scan["errors"].items():
+        rows.append(f"| {name} | " + " | ".join(f"{100 * e:.2f}" for e in errs) + " |")
+    rows.append("")
+    rows.append(f"Validation error of the dense model: {100 * scan['baseline']:.2f}%. Each "
+                "layer is pruned alone by magnitude, without retraining.")
+    return "\n".join(rows) + "\n"
+
+
+def bits_table(sweep: dict) -> str:
+    """Markdown: validation error (%) per init and bits, after clustering / after fine-tuning."""
+    head = "| init | " + " | ".join(f"{b} bits" for b in sweep["bits"]) + " |"
+    rows = [head, "|---" * (len(sweep["bits"]) + 1) + "|"]
+    for init in sweep["clustered"]:
+        cells = [f"{100 * c:.2f} / {100 * f:.2f}"
+                 for c, f in zip(sweep["clustered"][init], sweep["finetuned"][init])]
+        rows.append(f"| {init} | " + " | ".join(cells) + " |")
+    rows.append("")
+    rows.append(f"Validation error (%) after clustering / after {sweep['finetune_epochs']} "
+                f"epoch(s) of centroid fine-tuning, every layer at the same width; pruned model: "
+                f"{100 * sweep['baseline']:.2f}%.")
+    return "\n".join(rows) + "\n"
+
+
+__all__ = ["compress_table", "prune_table", "quantize_table", "size_table", "sensitivity_table",
+           "bits_table"]

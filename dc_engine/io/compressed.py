@@ -1,0 +1,272 @@
+"""The compressed model file (kind ``"compressed"``): Stage-3 payloads in a small HDF5 file.
+
+The file holds four root attributes and ONE uint8 dataset, ``payload``: the per-layer payloads
+of :mod:`dc_engine.codecs.payload` back to back, in layer order (each with its own header and CRC32).
+The layout is specified in ``docs/FORMAT.md``; in short:
+
+- ``format`` = ``"dc-engine"``, ``kind`` = ``"compressed"``, ``version`` = 1 (u8);
+- ``architecture``: compact JSON ``{"name": str, "input_shape": [int, ...], "layers":
+  [[name, type, hyperparameters, payload_bytes], ...]}``; ``payload_bytes`` is 0 for a layer
+  without weights;
+- ``payload``: the concatenation, ``sum(payload_bytes)`` bytes, COMPACT layout (raw data
+  inside the dataset's object header) up to :data:`COMPACT_LIMIT` bytes, contiguous above.
+
+Why so: a 25 KB model cannot afford HDF5's usual 2-4 KB of metadata. With HDF5 1.10 object
+headers (``libver="v110"``, which also checksum all metadata), no timestamps, no chunking and
+one dataset, the whole container costs about 0.65-1.1 KB over the payloads (most of it the
+architecture attribute). The file size on disk
+is the number ``dc-engine inspect`` reports.
+
+Writes are atomic (:func:`dc_engine.io._h5.atomic_write`); reads check every attribute and size
+before reading bytes, and raise :class:`~dc_engine.errors.DCFormatError` naming the file and the
+problem. This module moves bytes; :mod:`dc_engine.runtime` decodes them into a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from .._validate import is_int
+from ..core.layers import LAYER_TYPES
+from ._h5 import (COMPRESSED_KIND, CORRUPT, DENSE_KIND, FORMAT_NAME, UPGRADE, PathLike,
+                  atomic_write, attr, existing_file, fail, file_kind, json_attr, reading,
+                  set_attr)
+
+__all__ = ["COMPRESSED_VERSION", "COMPACT_LIMIT", "LayerRecord", "Container", "write", "read"]
+
+#: Newest version of the compressed kind this module writes and reads.
+COMPRESSED_VERSION = 1
+#: Largest payload kept in COMPACT layout (HDF5 caps a header message below 64 KiB).
+COMPACT_LIMIT = 60_000
+#: Most layers a file may declare (a guard against absurd architecture attributes).
+MAX_LAYERS = 10_000
+
+_LIBVER = ("v110", "v110")  # superblock v3, v2 object headers: checksummed, compact
+_DATASET = "payload"
+_RESERVED_HP = ("name", "rng", "dtype", "params")
+_FIX = ("Pass a compressed model file written by `dc-engine compress` or `dc-engine encode`, "
+        "or re-create it.")
+
+
+@dataclass
+class LayerRecord:
+    """One layer of a compressed file: what rebuilds it, and its payload (None: no weights)."""
+
+    name: str
+    type: str
+    hyperparameters: dict
+    payload: Optional[bytes] = None
+
+
+@dataclass
+class Container:
+    """A compressed file's content, validated (payloads not yet decoded)."""
+
+    architecture: str
+    input_shape: tuple
+    layers: list
+    file_bytes: int
+    version: int = COMPRESSED_VERSION
+
+
+# --------------------------------------------------------------------------------------------
+# Write
+# --------------------------------------------------------------------------------------------
+
+
+def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]) -> str:
+    if not isinstance(architecture, str) or "\x00" in architecture:
+        raise ValueError(f"architecture must be a str without NUL, got {architecture!r}")
+    shape = [int(d) for d in input_shape]
+    if not 1 <= len(shape) <= 8 or any(not 1 <= d <= 2**31 for d in shape):
+        raise ValueError(f"input_shape must be 1 to 8 positive integers (at most 2**31), got "
+                         f"{input_shape!r}")
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ValueError(f"a compressed file holds 1 to {MAX_LAYERS} layers, got {len(layers)}")
+    names = [r.name for r in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer names must be distinct, got {names}")
+    rows = []
+    for r in layers:
+        if not isinstance(r.name, str) or "\x00" in r.name:
+            raise ValueError(f"layer name must be a str without NUL, got {r.name!r}")
+        if r.type not in LAYER_TYPES:
+            raise ValueError(f"layer {r.name!r}: unknown type {r.type!r}; known: "
+                             f"{sorted(LAYER_TYPES)}")
+        if not isinstance(r.hyperparameters, dict) or set(r.hyperparameters) & set(_RESERVED_HP):
+            raise ValueError(f"layer {r.name!r}: hyperparameters must be a dict without the keys "
+                             f"{list(_RESERVED_HP)}, got {r.hyperparameters!r}")
+        if r.payload is not None and not isinstance(r.payload, (bytes, bytearray)):
+            raise TypeError(f"layer {r.name!r}: payload must be bytes or None, got "
+                            f"{type(r.payload).__name__}")
+        rows.append([r.name, r.type, dict(r.hyperparameters),
+                     0 if r.payload is None else len(r.payload)])
+    doc = {"name": architecture, "input_shape": shape, "layers": rows}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _write(tmp: str, arch: str, blob: bytes) -> None:
+    # meta_block_size: HDF5 otherwise reserves 2 KiB for metadata next to contiguous data
+    with h5py.File(tmp, "w", libver=_LIBVER, meta_block_size=512) as f:
+        set_attr(f, "format", FORMAT_NAME)
+        set_attr(f, "kind", COMPRESSED_KIND)
+        f.attrs.create("version", np.uint8(COMPRESSED_VERSION))
+        set_attr(f, "architecture", arch)
+        if not blob:
+            return
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)  # no timestamps: same input, same bytes
+        if len(blob) <= COMPACT_LIMIT:
+            dcpl.set_layout(h5py.h5d.COMPACT)
+        else:
+            dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+        space = h5py.h5s.create_simple((len(blob),))
+        ds = h5py.h5d.create(f.id, _DATASET.encode(), h5py.h5t.STD_U8LE, space, dcpl=dcpl)
+        ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.frombuffer(blob, dtype=np.uint8))
+
+
+def write(path: PathLike, architecture: str, input_shape, layers: list[LayerRecord]) -> Path:
+    """Write a compressed model file atomically; returns its resolved path.
+
+    Parameters
+    ----------
+    path : target file; its folder must exist. An existing file is replaced only once the new
+        one is complete on disk.
+    architecture : the model's name (e.g. ``"lenet-5"``).
+    input_shape : shape of one sample.
+    layers : every layer of the model in order; a layer with weights carries its payload
+        (:func:`dc_engine.codecs.payload.encode_layer`), the others ``payload=None``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad names, types or shapes (checked before the disk is touched).
+    FileNotFoundError, IsADirectoryError
+        As :func:`dc_engine.io._h5.atomic_write`.
+    """
+    arch = _architecture_json(architecture, input_shape, layers)
+    blob = b"".join(bytes(r.payload) for r in layers if r.payload is not None)
+    return atomic_write(path, lambda tmp: _write(tmp, arch, blob))
+
+
+# --------------------------------------------------------------------------------------------
+# Read
+# --------------------------------------------------------------------------------------------
+
+
+def _check_version(f: h5py.File, path: Path) -> int:
+    version = attr(f, "version", path)
+    if not is_int(version):
+        fail(path, "bad attribute 'version'", "an integer",
+              f"{type(version).__name__} {version!r:.80}", fix=_FIX)
+    if version > COMPRESSED_VERSION:
+        fail(path, "compressed format version too new",
+              f"version <= {COMPRESSED_VERSION}", f"version {int(version)}", fix=UPGRADE)
+    if version < 1:
+        fail(path, "unsupported compressed format version",
+              f"version 1 to {COMPRESSED_VERSION}", f"version {int(version)}", fix=_FIX)
+    return int(version)
+
+
+def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
+    def bad(what: str, found) -> None:
+        fail(path, "bad attribute 'architecture'", what, f"{found!r:.120}", fix=_FIX)
+
+    if set(doc) != {"name", "input_shape", "layers"}:
+        bad("keys name, input_shape, layers", sorted(doc))
+    name, shape, rows = doc["name"], doc["input_shape"], doc["layers"]
+    if not isinstance(name, str):
+        bad("a str 'name'", name)
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 8
+            or not all(is_int(d) and 1 <= d <= 2**31 for d in shape)):
+        bad("'input_shape' as 1 to 8 positive integers", shape)
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_LAYERS:
+        bad(f"'layers' as a list of 1 to {MAX_LAYERS} layers", type(rows).__name__)
+    seen = set()
+    for row in rows:
+        if (not isinstance(row, list) or len(row) != 4 or not isinstance(row[0], str)
+                or not isinstance(row[1], str) or not isinstance(row[2], dict)
+                or not is_int(row[3]) or row[3] < 0):
+            bad("each layer as [name, type, {hyperparameters}, payload_bytes >= 0]", row)
+        lname, ltype, hp, _ = row
+        if lname in seen:
+            bad("distinct layer names", lname)
+        seen.add(lname)
+        if ltype not in LAYER_TYPES:
+            fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(ltype),
+                  lname, fix=f"The file may come from a newer dc-engine. {UPGRADE}")
+        reserved = sorted(set(hp) & set(_RESERVED_HP))
+        if reserved:
+            fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
+                  f"keys {reserved}", lname, fix=_FIX)
+    return name, tuple(int(d) for d in shape), rows
+
+
+def _read_blob(f: h5py.File, path: Path, total: int) -> bytes:
+    keys = set(f.keys())
+    expected = {_DATASET} if total else set()
+    if keys != expected:
+        fail(path, "unexpected root members", f"{sorted(expected)}", f"{sorted(keys)}",
+              fix=_FIX)
+    if not total:
+        return b""
+    if not isinstance(f.get(_DATASET, getlink=True), h5py.HardLink):
+        fail(path, f"bad member {_DATASET!r}", "a dataset stored in this file",
+              "a soft or external link", fix=_FIX)
+    ds = f[_DATASET]
+    if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.shape != (total,):
+        found = (f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset)
+                 else type(ds).__name__)
+        fail(path, f"bad dataset {_DATASET!r}",
+              f"uint8 bytes of shape ({total},) (the sum of the layers' payload sizes)", found,
+              fix=CORRUPT)
+    plist = ds.id.get_create_plist()
+    if (plist.get_layout() not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT)
+            or plist.get_external_count() or plist.get_nfilters()):
+        fail(path, f"unsupported storage for {_DATASET!r}",
+              "a compact or contiguous dataset without filters", "another layout", fix=_FIX)
+    stored = ds.id.get_storage_size()
+    if stored != total or total > f.id.get_filesize():
+        fail(path, f"dataset {_DATASET!r} is truncated or unallocated",
+              f"{total} stored bytes within the file",
+              f"{stored} stored bytes in a {f.id.get_filesize()}-byte file", fix=CORRUPT)
+    return ds[()].tobytes()
+
+
+def read(path: PathLike) -> Container:
+    """Read and validate a compressed model file (payloads are returned as bytes, undecoded).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        No file at ``path``.
+    DCFormatError
+        Not HDF5, truncated, foreign, a dense file, a newer version, a bad ``architecture``
+        attribute, or a payload dataset that does not match it. Messages name the file and,
+        where it applies, the layer.
+    """
+    path = existing_file(path)
+    with reading(path) as f:
+        kind = file_kind(f, path)
+        if kind != COMPRESSED_KIND:
+            hint = (" This is a dense model: load it with dc_engine.load, or compress it with "
+                    "`dc-engine encode` (quantized) or `dc-engine compress` (dense)."
+                    if kind == DENSE_KIND else "")
+            fail(path, "not a compressed model file", f"kind = {COMPRESSED_KIND!r}",
+                  f"kind = {kind!r:.80}", fix=(hint.strip() or _FIX))
+        version = _check_version(f, path)
+        name, shape, rows = _parse_architecture(
+            json_attr(f, "architecture", dict, path), path)
+        blob = _read_blob(f, path, sum(r[3] for r in rows))
+        file_bytes = f.id.get_filesize()
+    layers, pos = [], 0
+    for lname, ltype, hp, n in rows:
+        layers.append(LayerRecord(lname, ltype, hp, blob[pos:pos + n] if n else None))
+        pos += n
+    return Container(name, shape, layers, int(file_bytes), version)

@@ -1,0 +1,223 @@
+"""The whole job in memory, as the paper tells it (Deep Compression Fig. 1).
+
+Stage 1 (Sec. 2): prune -> retrain with masks -> prune harder -> retrain ...  (:func:`prune_model`)
+Stage 2 (Sec. 3): share weights by k-means -> fine-tune the centroids   (:func:`quantize_model`)
+Stage 3 (Sec. 4): Huffman-code codes and relative indices                (:func:`encode_model`)
+
+:func:`compress` runs the three on a copy of a dense model and returns the compressed model
+and a report; ``dc_engine.save(compressed, "MODEL.dc.h5")`` writes the file. The command line
+and the file-to-file functions (:mod:`dc_engine.app.jobs`) are thin wrappers over it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import default_config_path, dump_toml, load_toml
+from ..core.train import evaluate
+from ..errors import ConfigError
+from ..io.data import Dataset
+from ..threads import limit_threads
+from .inputs import training_recipe
+from .encode import EncodeConfig, encode_model
+from .prune import PruneConfig, prune_model
+from .quantize import QuantizeConfig, quantize_model
+from .sizes import model_size_report
+
+log = logging.getLogger(__name__)
+
+_STAGES = {"prune": PruneConfig, "quantize": QuantizeConfig, "encode": EncodeConfig}
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """The settings of the three stages: a config file's ``[prune]``, ``[quantize]`` and
+    ``[encode]`` tables (``[encode]`` may be left out: 5-bit gaps, Huffman).
+
+    Build one from a TOML file (:meth:`from_toml`), from a dict of tables (:meth:`from_dict`),
+    or take the shipped one of a zoo architecture (:meth:`shipped`).
+    """
+
+    prune: PruneConfig
+    quantize: QuantizeConfig
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+    def __post_init__(self):
+        for name, cls in _STAGES.items():
+            if not isinstance(getattr(self, name), cls):
+                raise TypeError(f"CompressConfig.{name} must be a {cls.__name__}, got "
+                                f"{type(getattr(self, name)).__name__}")
+
+    @classmethod
+    def from_dict(cls, tables: dict, source: str = "config") -> CompressConfig:
+        """From ``{"prune": {...}, "quantize": {...}, "encode": {...}}`` (TOML's tables).
+
+        Raises
+        ------
+        ConfigError
+            A table is missing (``[encode]`` may be), or holds bad settings; the message
+            names ``source`` and the table.
+        """
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{source}: expected a table of stage tables, got "
+                              f"{type(tables).__name__}")
+        stages = {}
+        for name, stage_cls in _STAGES.items():
+            table = tables.get(name, {} if name == "encode" else None)
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source} has no [{name}] table")
+            try:
+                stages[name] = stage_cls.from_dict(table)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{source}: [{name}]: {exc}") from None
+        return cls(**stages)
+
+    @classmethod
+    def from_toml(cls, path) -> CompressConfig:
+        """From a TOML file (ConfigError naming the file when it is missing or bad)."""
+        return cls.from_dict(load_toml(path), str(path))
+
+    @classmethod
+    def shipped(cls, architecture: str) -> CompressConfig:
+        """The shipped config of a zoo architecture (``dc_engine/configs/ARCH.toml``);
+        ConfigError when there is none."""
+        return cls.from_toml(default_config_path(architecture))
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name).to_dict() for name in _STAGES}
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+
+def resolve_config(config, architecture: str) -> CompressConfig:
+    """A CompressConfig from what :func:`compress` accepts: a CompressConfig, a dict of
+    tables, the path of a TOML file, or None (the architecture's shipped config)."""
+    if config is None:
+        return CompressConfig.shipped(architecture)
+    if isinstance(config, CompressConfig):
+        return config
+    if isinstance(config, dict):
+        return CompressConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        return CompressConfig.from_toml(config)
+    raise TypeError(f"config must be a CompressConfig, a dict of tables, a TOML path or None, "
+                    f"got {type(config).__name__}")
+
+
+def _test_error(model, data) -> float | None:
+    if isinstance(data, Dataset) and len(data.x_test):
+        return evaluate(model, data.x_test, data.y_test)["error"]
+    return None
+
+
+def compress(model, data, config=None, *, recipe: dict | None = None,
+             threads: int | None = None, progress: bool = True,
+             on_stage: Callable[[str], None] | None = None) -> tuple:
+    """Deep Compression's three stages on a dense model, in memory.
+
+    Parameters
+    ----------
+    model : Model with float weights (e.g. ``dc_engine.load("lenet-5.h5")``). Not changed:
+        the stages run on a copy.
+    data : Dataset, or ``(x_train, y_train, x_val, y_val)``. Retraining data; each stage
+        holds out its config's validation split of a Dataset, and a Dataset's test images give
+        the test errors of the report.
+    config : CompressConfig, dict of tables, path of a TOML file, or None for the shipped
+        config of ``model.name`` (``dc_engine/configs/ARCH.toml``).
+    recipe : dict of TrainConfig fields, optional. What retraining starts from (default: the
+        model's own recipe from its metadata, else the zoo's).
+    threads : int, optional. BLAS and Numba threads (1 on a busy machine; with a fixed count
+        the result is deterministic).
+    progress : bool. Training progress bars on stderr.
+    on_stage : callable, optional. Called with a one-line message as each stage starts.
+
+    Returns
+    -------
+    (Model, dict)
+        The compressed model (:func:`encode_model`'s result; save it with ``dc_engine.save``)
+        and the report: ``prune``, ``quantize`` (the stages' reports), ``sizes``
+        (:func:`dc_engine.stages.sizes.model_size_report`), ``config`` (the settings used),
+        ``test_error_dense`` / ``_pruned`` / ``_quantized`` / ``_compressed`` (None without
+        test data), ``seconds``. The pruned and quantized models are ``report["models"]``
+        (``{"pruned": Model, "quantized": Model}``; not JSON).
+
+    Raises
+    ------
+    ConfigError
+        No shipped config for the architecture, a bad config, or no training recipe.
+    ValueError, TypeError
+        The config does not fit the model, bad data, or a model with compressed weights.
+    """
+    t0 = time.perf_counter()
+
+    def stage(message: str) -> None:
+        log.info(message)
+        if on_stage is not None:
+            on_stage(message)
+
+    if model.compressed:
+        raise ValueError(f"{model.name} is already compressed; compress a model with float "
+                         f"weights")
+    config = resolve_config(config, model.name)
+    recipe = training_recipe(model, recipe)  # before any work: a config problem first
+    config.prune.check_model(model)
+    config.quantize.check_model(model)
+    work = copy.deepcopy(model)
+    with limit_threads(threads):
+        stage("stage 1/3: pruning and retraining")
+        t = time.perf_counter()
+        test_dense = _test_error(work, data)
+        p_report = prune_model(work, data, config.prune, recipe=recipe, progress=progress,
+                               threads=threads)
+        p_report.update(_prune_totals(p_report), test_error_dense=test_dense,
+                        test_error=_test_error(work, data), config=config.prune.to_dict(),
+                        config_toml=dump_toml({"prune": config.prune.to_dict()}),
+                        seconds=time.perf_counter() - t)
+        for layer in work.layers:  # the mask is the zeros: a pruned model keeps none
+            layer.masks.clear()
+        pruned = copy.deepcopy(work)
+        pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
+
+        stage("stage 2/3: weight sharing and centroid fine-tuning")
+        t = time.perf_counter()
+        work.metadata = pruned.metadata
+        q_report = quantize_model(work, data, config.quantize, recipe=recipe,
+                                  progress=progress, threads=threads)
+        q_report.update(test_error_before=p_report["test_error"],
+                        test_error=_test_error(work, data), config=config.quantize.to_dict(),
+                        config_toml=dump_toml({"quantize": config.quantize.to_dict()}),
+                        seconds=time.perf_counter() - t)
+        work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report)
+
+        stage("stage 3/3: Huffman coding")
+        compressed = encode_model(work, config.encode)
+        test_compressed = _test_error(compressed, data)
+    report = {
+        "architecture": model.name,
+        "test_error_dense": test_dense,
+        "test_error_pruned": p_report["test_error"],
+        "test_error_quantized": q_report["test_error"],
+        "test_error_compressed": test_compressed,
+        "sizes": model_size_report(compressed),
+        "config": config.to_dict(),
+        "prune": p_report, "quantize": q_report,
+        "seconds": time.perf_counter() - t0,
+        "models": {"pruned": pruned, "quantized": work},
+    }
+    return compressed, report
+
+
+def _prune_totals(report: dict) -> dict:
+    total_w = sum(s["weights"] for s in report["layers"])
+    total_kept = sum(s["kept"] for s in report["layers"])
+    return {"weights": total_w, "kept": total_kept,
+            "kept_fraction": total_kept / total_w if total_w else 0.0}
+
+
+__all__ = ["CompressConfig", "resolve_config", "compress"]
