@@ -188,3 +188,26 @@ def test_compressed_layers_refuse_float64_and_training():
     x = np.zeros((4, 1, 28, 28), np.float32)
     with pytest.raises(ValueError, match="inference only"):
         fit(cm, x, np.zeros(4, np.int64), TrainConfig(epochs=1), progress=False)
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    from dc_engine.io.data import load_mnist
+    ds = load_mnist()
+    return ds.x_test, ds.y_test
+
+
+@pytest.mark.parametrize("arch, errors", [("lenet-300-100", 121), ("lenet-5", 70)])
+def test_shipped_files_old_and_new_give_the_documented_test_errors(arch, errors, mnist_test):
+    """The shipped files (payload version 2) and the same models as written before the coder
+    interface (payload version 1, tests/data/v1/) decode to the same weights bit for bit and
+    misclassify the documented number of the 10,000 MNIST test images (README: 1.21%, 0.70%)."""
+    x, y = mnist_test
+    new = dc_engine.load(MODELS / f"{arch}.dc.h5")
+    old = dc_engine.load(ROOT / "tests" / "data" / "v1" / f"{arch}.dc.h5")
+    for a, b in zip(new.to_dense().layers, old.to_dense().layers):
+        for k in a.params:
+            assert np.array_equal(a.params[k].view(np.uint32), b.params[k].view(np.uint32))
+    assert [l.encoding for l in new.layers] == [l.encoding for l in old.layers]
+    for model in (new, old):
+        assert int(np.sum(model.predict(x) != y)) == errors
