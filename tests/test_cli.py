@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dc_engine.io import dense as store
 from dc_engine.app.cli import _parser, main
+from dc_engine.io import dense as store
 
 
 def test_train_saves_model_with_recipe_and_history(tiny_mlp_model):
@@ -33,8 +33,8 @@ def test_eval_json_is_one_line_with_the_documented_keys(tiny_mlp_model, tiny_mni
     assert res["params"] == 266610 and res["bytes"] == 4 * 266610
     assert res["error"] == pytest.approx(1.0 - res["accuracy"])
     model = store.load(tiny_mlp_model)
-    from dc_engine.io.data import load_mnist
     from dc_engine.core.train import evaluate
+    from dc_engine.io.data import load_mnist
     ds = load_mnist(tiny_mnist)
     assert res["error"] == pytest.approx(evaluate(model, ds.x_test, ds.y_test)["error"])
 

@@ -12,13 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from dc_engine import Flatten, Model
-
-from dc_engine import runtime
-
-from dc_engine.io import dense as store
+from dc_engine import Flatten, Model, runtime
 from dc_engine.app.cli import main
-from tiny_stage_configs import prune_toml
+from dc_engine.io import dense as store
+
+from _helpers import prune_toml
 
 TINY_CONFIG = prune_toml(rounds=1) + """
 [quantize]

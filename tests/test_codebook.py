@@ -11,8 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dc_engine.core.layers import Dense
-from dc_engine.core.model import Model
 from dc_engine.codecs.codebook import (
     centroid_grad,
     dequantize,
@@ -21,6 +19,8 @@ from dc_engine.codecs.codebook import (
     kmeans_1d,
     quantize_weights,
 )
+from dc_engine.core.layers import Dense
+from dc_engine.core.model import Model
 from dc_engine.core.ties import WeightShare
 from dc_engine.core.train import TrainConfig, fit
 from dc_engine.kernels import reference

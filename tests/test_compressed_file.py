@@ -1,11 +1,10 @@
-"""Tests for the compressed model file: dc_engine.io.compressed (write/read), dc_engine.stages.encode
-(encode_model), dc_engine.stages.sizes and the size table, and dc_engine.runtime (load and save
-of compressed models)."""
+"""Tests for the compressed model file: dc_engine.io.compressed (write/read),
+dc_engine.stages.encode (encode_model), dc_engine.stages.sizes and the size table, and
+dc_engine.runtime (load and save of compressed models)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tracemalloc
 from pathlib import Path
@@ -17,21 +16,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dc_engine
-from dc_engine.io import compressed as container
-from dc_engine.io import _h5 as h5io
-from dc_engine.app import jobs as pipeline
 from dc_engine import runtime
-from dc_engine.io import dense as store
+from dc_engine.app import jobs as pipeline
 from dc_engine.app.report import size_table
-from dc_engine.runtime.files import layer_payload
-from dc_engine.stages.encode import EncodeConfig, encode_model
-from dc_engine.stages.sizes import model_size_report, size_report
-from dc_engine.io.compressed import COMPACT_LIMIT, COMPRESSED_VERSION, LayerRecord
 from dc_engine.codecs.payload import encode_layer, payload_stats
-from dc_engine.errors import DCFormatError
 from dc_engine.core.layers import LAYER_TYPES, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from dc_engine.core.model import Model
+from dc_engine.errors import DCFormatError
+from dc_engine.io import _h5 as h5io
+from dc_engine.io import compressed as container
+from dc_engine.io import dense as store
+from dc_engine.io.compressed import COMPACT_LIMIT, COMPRESSED_VERSION, LayerRecord
+from dc_engine.runtime.files import layer_payload
+from dc_engine.stages.encode import EncodeConfig, encode_model
 from dc_engine.stages.quantize import share_layer
+from dc_engine.stages.sizes import size_report
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 TEXT = st.characters(codec="utf-8", exclude_characters="\x00")  # no NUL, no lone surrogates

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dc_engine.config import CONFIG_DIR, ConfigError, default_config_path, dump_toml, load_toml
 from dc_engine.app.jobs import read_encode_config, read_prune_config, read_quantize_config
-from dc_engine.stages.prune import LayerPrune, PruneConfig
-from dc_engine.stages.encode import EncodeConfig
-from dc_engine.stages.quantize import QuantizeConfig
+from dc_engine.config import CONFIG_DIR, ConfigError, default_config_path, dump_toml, load_toml
 from dc_engine.core.zoo import ARCHITECTURES, RECIPES
+from dc_engine.stages.encode import EncodeConfig
+from dc_engine.stages.prune import LayerPrune, PruneConfig
+from dc_engine.stages.quantize import QuantizeConfig
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.toml"))
 

@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dc_engine
-from dc_engine.io import _h5 as h5io
-from dc_engine.io import dense as store
+from dc_engine.codecs.codebook import index_dtype
 from dc_engine.core import zoo
 from dc_engine.core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from dc_engine.core.model import Model
-from dc_engine.codecs.codebook import index_dtype
 from dc_engine.core.optim import SGD
 from dc_engine.core.ties import Tie, WeightShare
 from dc_engine.errors import DCFormatError
+from dc_engine.io import _h5 as h5io
+from dc_engine.io import dense as store
 from dc_engine.io.dense import DENSE_VERSION, FORMAT_NAME, load, read_metadata, save
 from dc_engine.limits import MAX_BITS
 from dc_engine.stages.quantize import share_layer

@@ -1,5 +1,5 @@
-"""Canonical length-limited Huffman coding (dc_engine.codecs.huffman): round trips, optimality, limits,
-canonical codes, entropy bound and corrupt input."""
+"""Canonical length-limited Huffman coding (dc_engine.codecs.huffman): round trips,
+optimality, limits, canonical codes, entropy bound and corrupt input."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dc_engine.errors import DCFormatError
 from dc_engine.codecs.huffman import canonical_codes, code_lengths, decode, decode_table, encode
+from dc_engine.errors import DCFormatError
 
 
 def _kraft(lengths) -> float:

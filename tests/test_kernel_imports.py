@@ -1,4 +1,5 @@
-"""Static checks on kernels/ (STYLE rules 2, 17, 18 and 24)."""
+"""Static checks on kernels/: imports, cache=True, fastmath from one constant, a NumPy twin
+per kernel (docs/CONTRIBUTING.md, "Numba")."""
 
 from __future__ import annotations
 

@@ -191,7 +191,7 @@ def _tiny_model(rng, dtype=np.float64):
 
 def test_whole_model_gradients(rng):
     model = _tiny_model(rng)
-    for layer, name, w in model.parameters():
+    for _, name, w in model.parameters():
         if name == "b":
             w[:] = 0.1 * rng.standard_normal(w.shape)
     x = rng.standard_normal((2, 1, 6, 6))

@@ -1,4 +1,5 @@
-"""Stage 3 layer payload codec (dc_engine.codecs.payload): round trips, real models, corrupt input."""
+"""Stage 3 layer payload codec (dc_engine.codecs.payload): round trips with every coder,
+version-1 payloads, real models, corrupt input."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ import dc_engine
 from dc_engine.codecs.codebook import index_dtype
 from dc_engine.codecs.coders import CODERS, coder_names
 from dc_engine.codecs.huffman import HuffmanCoder
-from dc_engine.codecs.payload import (MAGIC, MAX_WEIGHTS, VERSION, decode_layer, encode_layer,
-                                      header_size, payload_stats)
+from dc_engine.codecs.payload import (
+    MAGIC,
+    MAX_WEIGHTS,
+    VERSION,
+    decode_layer,
+    encode_layer,
+    header_size,
+    payload_stats,
+)
 from dc_engine.errors import DCFormatError
 
 MODELS = "data/models"
@@ -62,8 +70,11 @@ def _check_round_trip(idx, codebook, bias, index_bits, name="layer", coder="huff
     return payload
 
 
+BITS = st.integers(1, 8)
+
+
 @st.composite
-def layers(draw, bits=st.integers(1, 8)):
+def layers(draw, bits=BITS):
     wb = draw(bits)
     ib = draw(st.integers(1, 6))
     ndim = draw(st.integers(1, 4))

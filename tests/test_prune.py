@@ -19,10 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dc_engine.io import dense as store
 from dc_engine.app.cli import main
 from dc_engine.core.layers import Dense, Dropout, Flatten, ReLU
 from dc_engine.core.model import Model
+from dc_engine.core.train import TrainConfig, evaluate, fit
+from dc_engine.core.zoo import lenet_300_100
+from dc_engine.io import dense as store
 from dc_engine.stages.prune import (
     LayerPrune,
     PruneConfig,
@@ -34,9 +36,8 @@ from dc_engine.stages.prune import (
     quality_threshold,
 )
 from dc_engine.stages.studies import sensitivity_scan
-from dc_engine.core.train import TrainConfig, evaluate, fit
-from dc_engine.core.zoo import lenet_300_100
-from tiny_stage_configs import TINY_KEPT, prune_toml
+
+from _helpers import TINY_KEPT, prune_toml
 
 RECIPE = {"lr": 0.1, "lr_policy": "fixed", "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -385,7 +386,7 @@ def test_bad_prune_config_gives_clear_error(d, error, message):
     ({"seed": "x"}, r"seed"),
 ])
 def test_prune_config_validates_every_setting_up_front(d, message):
-    # STYLE rule 7: settings are validated in __post_init__, so a bad [prune.retrain] value or
+    # Settings are validated in __post_init__, so a bad [prune.retrain] value or
     # seed fails when the file is read (with the file named), not after the model and the data
     # set are loaded, and never with a bare "'int' object is not iterable".
     with pytest.raises(ValueError, match=message):

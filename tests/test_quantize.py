@@ -18,15 +18,16 @@ import pytest
 
 import dc_engine
 from dc_engine.app.cli import main
+from dc_engine.app.jobs import read_quantize_config
 from dc_engine.config import dump_toml
 from dc_engine.core.layers import Dense, Flatten, ReLU
 from dc_engine.core.model import Model
-from dc_engine.app.jobs import read_quantize_config
 from dc_engine.core.ties import WeightShare
-from dc_engine.stages.quantize import QuantizeConfig, quantize_model
 from dc_engine.core.train import TrainConfig, evaluate
 from dc_engine.core.zoo import ARCHITECTURES
-from tiny_stage_configs import prune_toml
+from dc_engine.stages.quantize import QuantizeConfig, quantize_model
+
+from _helpers import prune_toml
 
 RECIPE = {"lr": 0.1, "lr_policy": "fixed", "momentum": 0.9, "weight_decay": 5e-4}
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dc_engine.errors import DCFormatError
 from dc_engine.codecs.bitpack import pack, packed_size, unpack
 from dc_engine.codecs.relindex import decode_sparse, encode_sparse
+from dc_engine.errors import DCFormatError
 
 WIDTHS = list(range(1, 17))
 

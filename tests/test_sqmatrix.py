@@ -142,8 +142,9 @@ def test_empty_batch_and_strided_inputs():
 
 def test_does_not_import_training_code():
     code = ("import dc_engine.runtime.sqmatrix, sys; "
-            "bad = [m for m in ('dc_engine.core.train', 'dc_engine.core.optim', 'dc_engine.stages.quantize', "
-            "'dc_engine.stages.prune', 'dc_engine.app.jobs') if m in sys.modules]; "
+            "bad = [m for m in ('dc_engine.core.train', 'dc_engine.core.optim', "
+            "'dc_engine.stages.quantize', 'dc_engine.stages.prune', 'dc_engine.app.jobs') "
+            "if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -151,8 +152,8 @@ def test_does_not_import_training_code():
 def test_simd_switch(monkeypatch):
     """simd defaults to matrix.SIMD and cannot be switched on where it would not run (an
     illegal instruction would kill the interpreter); both kernels give the product."""
-    from dc_engine import kernels
     import dc_engine.runtime.sqmatrix as matrix
+    from dc_engine import kernels
 
     w = np.random.default_rng(3).standard_normal((40, 300)).astype(np.float32)
     w[np.abs(w) < 1.0] = 0.0
@@ -195,7 +196,7 @@ def test_aligned_empty(shape, dtype):
 
 def test_simd_off_for_a_generic_numba_target():
     """NUMBA_CPU_NAME=generic (a portable cache) compiles for no AVX-512: the scalar kernels."""
-    code = "import kernels; assert kernels.SQMM_AVX512 is False"
+    code = "from dc_engine import kernels; assert kernels.SQMM_AVX512 is False"
     env = {**os.environ, "NUMBA_CPU_NAME": "generic"}
     env.pop("NUMBA_CPU_FEATURES", None)
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -162,7 +162,7 @@ def test_fillers_of_a_long_run():
         np.testing.assert_array_equal(y, [60.0, 0.0])
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.avx512
 @pytest.mark.parametrize("weight_bits", [5, 6, 7, 8])
 def test_avx512_groups_tails_and_codebook_lookups(weight_bits, rng):
     """Rows of 0..70 entries (whole groups of 16 and every tail length), the codes' top bits
@@ -192,7 +192,7 @@ def test_avx512_groups_tails_and_codebook_lookups(weight_bits, rng):
     assert widths == ({1, 2, 4} if weight_bits < 8 else {2, 4})
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.avx512
 @pytest.mark.parametrize("weight_bits", [1, 2, 3, 4, 5, 6, 7])
 def test_avx512_byte_blocks(weight_bits, rng):
     """uint8 words: rows of 0..300 entries (64-entry blocks, then groups of 16 and a tail) for
@@ -228,8 +228,8 @@ def test_avx512_byte_blocks(weight_bits, rng):
                 weight_bits, index_bits)
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux"),
-                    reason="AVX-512 on Linux (mprotect)")
+@pytest.mark.avx512
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AVX-512 on Linux (mprotect)")
 @pytest.mark.parametrize("index_bits", [1, 2, 3, 4, 5])
 def test_avx512_byte_blocks_on_raw_words(index_bits, rng):
     """Hand-made uint8 rows, not from the encoder: every gap at its maximum with non-zero codes
@@ -275,7 +275,7 @@ def test_col_split_on_a_known_row():
     np.testing.assert_array_equal(split_col, [[0, 5, 5, 13, 16]])
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.avx512
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 63, 64, 65, 130, 700])
 def test_avx512_batch_register_blocks(n, rng):
     """Column counts around the 16-lane quarters and the 64-column register blocks, column
@@ -308,7 +308,7 @@ def _tiny_layer():
     return idx, rowptr, words, np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32), np.array([0, 1])
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.avx512
 def test_avx512_kernels_refuse_non_contiguous_arrays():
     """The IR reads 16 consecutive floats from the data pointer: a strided x or an F-order Xt
     must fail to compile, not give wrong numbers."""
@@ -327,7 +327,7 @@ def test_avx512_kernels_refuse_non_contiguous_arrays():
                                    np.empty((1, 4), np.float32))
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512, reason="no AVX-512F on this CPU")
+@pytest.mark.avx512
 def test_avx512_kernels_refuse_wrong_dtypes():
     """float64 x / Xt / Yt would be read and written as float32 lanes: they must not compile
     (the scalar kernels accept them)."""
@@ -371,8 +371,8 @@ def _at_page_end(a, keep):
     return out
 
 
-@pytest.mark.skipif(not kernels.SQMM_AVX512 or not sys.platform.startswith("linux"),
-                    reason="AVX-512 on Linux (mprotect)")
+@pytest.mark.avx512
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="AVX-512 on Linux (mprotect)")
 @pytest.mark.parametrize("weight_bits, index_bits", [(5, 3), (3, 5), (6, 10), (8, 8), (5, 11),
                                                      (12, 16)])
 def test_avx512_kernels_stay_inside_their_arrays(weight_bits, index_bits, rng):
