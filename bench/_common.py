@@ -23,7 +23,7 @@ def cpu_name() -> str:
 
 
 def environment(threads: int, seed: int) -> dict:
-    """Versions, thread count, CPU and seed, recorded with every result (STYLE rule 35)."""
+    """Versions, thread count, CPU and seed, recorded with every result."""
     import numba
     import numpy
 

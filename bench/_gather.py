@@ -21,9 +21,18 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from dc_engine.kernels.sqmm_avx512 import (_I8P, _I32, _I64, _VB, _VF, _VI, _arrays, _declare, _hsum,
-                                  _loop)
-
+from dc_engine.kernels.sqmm_avx512 import (
+    _I8P,
+    _I32,
+    _I64,
+    _VB,
+    _VF,
+    _VI,
+    _arrays,
+    _declare,
+    _hsum,
+    _loop,
+)
 
 #: Entries whose columns the floor gathers, round and round (16 KB of int32: in L1).
 WINDOW = 4096

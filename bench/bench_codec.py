@@ -22,7 +22,7 @@ If the pure-Python ``dahuffman`` package is installed, it encodes / decodes a 20
 prefix of the synthetic stream (it is too slow for 10M) and we print the speed ratio of ours.
 It is not a project dependency.
 
-Goal (issue): decode >= 100M symbols/s on one core, judged on the synthetic stream, kernel
+Goal: decode >= 100M symbols/s on one core, judged on the synthetic stream, kernel
 only. Cycles/symbol use the nominal clock from /proc/cpuinfo (``--ghz`` overrides).
 
 Usage::
@@ -40,13 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-
-from _common import environment, timeit, write_json
-
-from dc_engine import kernels
-from dc_engine import load
+from dc_engine import kernels, load
 from dc_engine.codecs import huffman
 from dc_engine.codecs.relindex import encode_sparse
+
+from _common import environment, timeit, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["lenet-300-100", "lenet-5"]

@@ -12,7 +12,8 @@ implementation at a time after a discarded warm-up sample; everything runs once 
 
 Usage::
 
-    python bench/bench_end_to_end.py [--threads 2] [--repeats 7] [--json bench/results/end_to_end.json]
+    python bench/bench_end_to_end.py [--threads 2] [--repeats 7]
+        [--json bench/results/end_to_end.json]
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from _common import environment, timeit, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCHS = ("lenet-300-100", "lenet-5")
 BATCHES = (1, 256)

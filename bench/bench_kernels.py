@@ -1,13 +1,13 @@
-"""Sparse-quantized products (issue 6): CompressedMatrix against dense BLAS, scipy and torch CSR.
+"""Sparse-quantized products: CompressedMatrix against dense BLAS, scipy and torch CSR.
 
 For the FC layers of AlexNet, VGG-16 and LeNet-300-100 at the densities of Deep Compression
 (Table 4, 5, 1) we build a random sparse ``W`` (uniform random positions, normal values, seeded),
 compress it with ``CompressedMatrix.from_dense(W, wb, ib)`` for each ``--bits`` variant
 (default ``5:5`` -- the paper's FC setting --, ``4:4`` -- EIE's one-byte entries --,
 ``5:auto`` -- the gap width that makes the packed entries smallest, see
-``dc_engine.runtime.sqmatrix.best_index_bits`` -- and ``5:auto:scalar``, the same with the scalar batch-1
-kernel where the AVX-512 one would run), and time ``y = W x`` (batch 1) and ``Yt = W @ Xt``
-(batch 64, ``Xt`` of shape (in, 64), C-contiguous) for:
+``dc_engine.runtime.sqmatrix.best_index_bits`` -- and ``5:auto:scalar``, the same with the
+scalar batch-1 kernel where the AVX-512 one would run), and time ``y = W x`` (batch 1) and
+``Yt = W @ Xt`` (batch 64, ``Xt`` of shape (in, 64), C-contiguous) for:
 
 * ours: ``m.matmul(x)`` / ``m.matmul_t(xt)`` (Numba kernels of kernels/sqmm.py; batch 1 by
   kernels/sqmm_avx512.py where the CPU has AVX-512F, recorded as ``env.avx512_matvec``);
@@ -52,15 +52,14 @@ import sys
 import time
 from pathlib import Path
 
-
 import numba
 import numpy as np
 
-from _common import environment, median, timeit, write_json
 from dc_engine import kernels
 from dc_engine.runtime import CompressedMatrix, aligned_empty
 from dc_engine.threads import limit_threads
 
+from _common import environment, median, timeit, write_json
 
 # (name, out, in, density) -- DC Table 4 (AlexNet), Table 5 (VGG-16), Table 1 (LeNet-300-100)
 LAYERS = [
@@ -230,7 +229,8 @@ def goals(rows: list[dict], keys: list[str]) -> dict:
 
 def markdown(rows: list[dict], keys: list[str], env: dict, bw: float, args, met: dict) -> str:
     ms = lambda t: "-" if t is None else f"{t * 1e3:.3f}"  # noqa: E731
-    lines = [f"# bench/bench_kernels.py: {env['cpu']}, {env['cores']} cores, threads={args.threads}, "
+    lines = [f"# bench/bench_kernels.py: {env['cpu']}, {env['cores']} cores, "
+             f"threads={args.threads}, "
              f"numpy {env['numpy']}, numba {env['numba']}, torch {env['torch']}, "
              f"python {env['python']}",
              f"# median of {args.repeats} samples (>= {args.min_time}s each); times "

@@ -17,15 +17,12 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
-
-
-
-from _common import environment, median, write_json
 
 from dc_engine.core import zoo
-from dc_engine.io.data import load_mnist
 from dc_engine.core.train import TrainConfig, fit
+from dc_engine.io.data import load_mnist
+
+from _common import environment, median, write_json
 
 
 def ours(arch: str, x, y, epochs: int, batch: int) -> list[float]:

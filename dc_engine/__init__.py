@@ -15,13 +15,12 @@ Importing ``dc_engine`` imports no training code: an app that only runs models l
 runtime. The stage names are imported on first use.
 """
 
+from ._version import __version__
 from .core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .core.model import Model
 from .errors import ConfigError, DatasetError, DCFormatError
 from .io.data import Dataset, load_mnist
 from .runtime import CompressedMatrix, load, save
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "compress": "stages.pipeline", "CompressConfig": "stages.pipeline",

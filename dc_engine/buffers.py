@@ -53,7 +53,7 @@ class Scratch:
             self._local.buf = buf
         return buf[:size].reshape(shape)
 
-    def __deepcopy__(self, memo) -> "Scratch":  # a copy of a layer gets its own buffers
+    def __deepcopy__(self, memo) -> Scratch:  # a copy of a layer gets its own buffers
         return Scratch()
 
     def __reduce__(self):  # thread-locals do not pickle; the buffers are only a cache

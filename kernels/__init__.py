@@ -6,17 +6,25 @@ files. Every kernel has a plain NumPy twin in :mod:`kernels.reference` that the 
 against.
 """
 
-from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
+from . import sqmm_avx512
 from .augment import shift_images
 from .bitpack import pack_bits, unpack_bits
+from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
 from .huffman import huffman_decode, huffman_encode
 from .kmeans import assign_sorted, segment_sum
 from .pool import maxpool2d_backward, maxpool2d_forward
 from .sgd import sgd_momentum, sgd_momentum_masked
 from .sparse_index import count_entries, decode_relative, encode_relative
-from .sqmm import (add_bias_relu, sq_col_split, sq_count, sq_decode, sq_encode, sq_matmul_t,
-                   sq_matvec, sq_row_blocks)
-from . import sqmm_avx512
+from .sqmm import (
+    add_bias_relu,
+    sq_col_split,
+    sq_count,
+    sq_decode,
+    sq_encode,
+    sq_matmul_t,
+    sq_matvec,
+    sq_row_blocks,
+)
 from .sqmm_avx512 import AVAILABLE as SQMM_AVX512
 from .sqmm_avx512 import sq_matmul_t_avx512, sq_matvec_avx512
 

@@ -7,8 +7,8 @@ last byte's unused high bits (the padding) are 0. This is ``np.packbits(..., bit
 applied to each value's bits, least significant first. Example: width 4, values ``[1, 2]`` give
 the byte ``0x21``; width 12, values ``[0xABC, 0x123]`` give ``bc 3a 12``.
 
-Codecs are exact: no fastmath (STYLE rule 18), and eager signatures so that a caller passing the
-wrong dtype fails instead of silently compiling a new specialisation (rule 19).
+Codecs are exact: no fastmath (docs/CONTRIBUTING.md, "Numba"), and eager signatures so that a
+caller passing the wrong dtype fails instead of silently compiling a new specialisation.
 """
 
 import numba

@@ -5,7 +5,7 @@ stream bit ``k`` is bit ``7 - k % 8`` of byte ``k // 8``. Each code is written m
 bit first: the code of length ``l`` and value ``c`` contributes the bits
 ``(c >> (l - 1)) & 1, ..., c & 1`` in that order. The unused low bits of the last byte are 0.
 
-Exact integer code (no fastmath, STYLE rule 18); eager signatures so that dtype drift fails
+Exact integer code (no fastmath); eager signatures so that dtype drift fails
 instead of recompiling (rule 19).
 """
 

@@ -1,6 +1,6 @@
 """1-D k-means kernels: nearest-centroid assignment and per-cluster sums (Deep Compression Sec. 3).
 
-Both are exact (no fastmath, STYLE rule 18): the assignment and its ties must match the NumPy
+Both are exact (no fastmath): the assignment and its ties must match the NumPy
 twin bit for bit, and the sums are accumulated in input order, as ``np.bincount`` does.
 """
 

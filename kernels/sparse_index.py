@@ -19,7 +19,8 @@ position 4 + 8 = 12. (The paper draws the position differences 1, 3, 8, 3, i.e. 
 after the first entry.) EIE's example ``[0,0,1,2, 18 zeros, 3]`` with 4 bits gives
 ``gaps = [2, 0, 15, 2]``, ``codes = [1, 2, 0, 3]``.
 
-Exact integer kernels, no fastmath (STYLE rule 18), eager signatures (rule 19).
+Exact integer kernels, no fastmath (docs/CONTRIBUTING.md, "Numba"), eager signatures
+(dtype drift fails instead of recompiling).
 """
 
 import numba

@@ -1,4 +1,4 @@
-"""Sparse-quantized matrix products straight from the packed (gap, code) entries (issue 6).
+"""Sparse-quantized matrix products straight from the packed (gap, code) entries.
 
 A pruned, weight-shared layer ``W`` (out, in) is a code per weight, ``idx2d[r, j]`` in
 ``[0, 2**wb)``, into a float32 codebook with ``codebook[0] == 0.0`` (pruned). As in EIE (Han et
@@ -25,7 +25,7 @@ Layout (chosen by measurement, docs/KERNELS.md):
   ``split_col[r, t]`` the column right after the entry before it (the decoder's state there),
   so the batch kernel can walk one tile of every row while that tile of ``Xt`` stays in cache.
 
-Integer kernels (count, encode, decode, split) are exact, no fastmath (STYLE rule 18). The two
+Integer kernels (count, encode, decode, split) are exact, no fastmath. The two
 products use ``kernels._config.FASTMATH`` for their float sums; their index arithmetic is done in
 uint64, which spares Numba's negative-index wrap-around code on every load (measured: 1.6x).
 """

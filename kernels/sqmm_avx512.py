@@ -1,4 +1,4 @@
-"""AVX-512 sparse-quantized products straight from the packed (gap, code) entries (issue 6).
+"""AVX-512 sparse-quantized products straight from the packed (gap, code) entries.
 
 Same operations, layout and arguments as :func:`kernels.sqmm.sq_matvec` and
 :func:`kernels.sqmm.sq_matmul_t` (module docstring there).

@@ -58,7 +58,7 @@ def _add_stage_parser(sub, name: str, summary: str, description: str, model: tup
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
     from ..core.zoo import ARCHITECTURES, RECIPES
 
     ap = argparse.ArgumentParser(
@@ -247,9 +247,9 @@ def _out(args) -> Path:
 
 
 def _cmd_train(args) -> int:
-    from .jobs import train
     from ..core.train import TrainConfig
     from ..core.zoo import RECIPES
+    from .jobs import train
 
     out = _output_path(args.out, args.force)
     overrides = {k: getattr(args, k) for k in (

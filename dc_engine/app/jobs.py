@@ -23,9 +23,10 @@ from ..errors import ConfigError
 from ..io import compressed as compressed_file
 from ..io.data import load_mnist, train_val_split
 from ..runtime.files import load, save
-from ..stages.inputs import training_recipe
-from ..stages.pipeline import CompressConfig, compress as compress_model
 from ..stages.encode import EncodeConfig, encode_model
+from ..stages.inputs import training_recipe
+from ..stages.pipeline import CompressConfig
+from ..stages.pipeline import compress as compress_model
 from ..stages.prune import PruneConfig, layer_stats, prune_model
 from ..stages.quantize import QuantizeConfig, quantize_model
 from ..stages.sizes import size_report

@@ -163,7 +163,7 @@ def kmeans_1d(values: np.ndarray, k: int, init: str = "linear",
     sums = np.empty(k, dtype=np.float64)
     counts = np.empty(k, dtype=np.int64)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (it is logged after the loop)
         kernels.segment_sum(x, labels, sums, counts)
         filled = counts > 0
         new = c.copy()
@@ -304,5 +304,5 @@ def distinct_nonzero(w: np.ndarray) -> int:
     return int(np.unique(w[w != 0]).size)
 
 
-__all__ = ["INIT_METHODS", "check_method", "check_index", "index_dtype", "init_centroids", "kmeans_1d",
-           "quantize_weights", "dequantize", "centroid_grad", "distinct_nonzero"]
+__all__ = ["INIT_METHODS", "check_method", "check_index", "index_dtype", "init_centroids",
+           "kmeans_1d", "quantize_weights", "dequantize", "centroid_grad", "distinct_nonzero"]

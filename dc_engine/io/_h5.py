@@ -1,9 +1,9 @@
 """HDF5 plumbing shared by the two file kinds: atomic writes, checked attribute reads, errors.
 
-:mod:`dc_engine.io.dense` (dense files) and :mod:`dc_engine.io.compressed` (compressed files)
-build on these; with them they are the only modules that import h5py. Every read helper treats the file
-as untrusted and raises :class:`~dc_engine.errors.DCFormatError` naming the file, the problem,
-what was expected and what was found, and how to fix it.
+:mod:`dc_engine.io.dense` (dense files) and :mod:`dc_engine.io.compressed` (compressed
+files) build on these; with them they are the only modules that import h5py. Every read helper
+treats the file as untrusted and raises :class:`~dc_engine.errors.DCFormatError` naming the file,
+the problem, what was expected and what was found, and how to fix it.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, Union
+from typing import Any, NoReturn
 
 import h5py
 import numpy as np
 
-from .._validate import is_int
 from ..errors import DCFormatError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Value of the root attribute ``format`` of every dc-engine file.
 FORMAT_NAME = "dc-engine"

@@ -1,7 +1,8 @@
 """The compressed model file (kind ``"compressed"``): Stage-3 payloads in a small HDF5 file.
 
 The file holds four root attributes and ONE uint8 dataset, ``payload``: the per-layer payloads
-of :mod:`dc_engine.codecs.payload` back to back, in layer order (each with its own header and CRC32).
+of :mod:`dc_engine.codecs.payload` back to back, in layer order (each with its own header and
+CRC32).
 The layout is specified in ``docs/FORMAT.md``; in short:
 
 - ``format`` = ``"dc-engine"``, ``kind`` = ``"compressed"``, ``version`` = 1 (u8);
@@ -27,16 +28,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import h5py
 import numpy as np
 
 from .._validate import is_int
 from ..core.layers import LAYER_TYPES
-from ._h5 import (COMPRESSED_KIND, CORRUPT, DENSE_KIND, FORMAT_NAME, UPGRADE, PathLike,
-                  atomic_write, attr, existing_file, fail, file_kind, json_attr, reading,
-                  set_attr)
+from ._h5 import (
+    COMPRESSED_KIND,
+    CORRUPT,
+    DENSE_KIND,
+    FORMAT_NAME,
+    UPGRADE,
+    PathLike,
+    atomic_write,
+    attr,
+    existing_file,
+    fail,
+    file_kind,
+    json_attr,
+    reading,
+    set_attr,
+)
 
 __all__ = ["COMPRESSED_VERSION", "COMPACT_LIMIT", "LayerRecord", "Container", "write", "read"]
 
@@ -61,7 +74,7 @@ class LayerRecord:
     name: str
     type: str
     hyperparameters: dict
-    payload: Optional[bytes] = None
+    payload: bytes | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn, Union
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 
@@ -41,7 +41,7 @@ __all__ = [
     "train_val_split",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Folder of the MNIST IDX files shipped in a source checkout (``<repository>/data/mnist``); an
 #: installed wheel does not contain it, and :func:`load_mnist` then asks for a folder.

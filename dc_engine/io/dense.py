@@ -29,13 +29,29 @@ import h5py
 import numpy as np
 
 from .._validate import is_int
+from .._version import __version__
 from ..codecs.codebook import index_dtype
 from ..core.layers import LAYER_TYPES, Layer, build_layer, layer_param_shapes
 from ..core.model import Model
 from ..core.ties import WeightShare
 from ..limits import MAX_BITS
-from ._h5 import (COMPRESSED_KIND, CORRUPT, DENSE_KIND, FORMAT_NAME, UPGRADE, PathLike, atomic_write, attr,
-                  existing_file, fail, file_kind, json_attr, reading, set_attr, str_attr)
+from ._h5 import (
+    COMPRESSED_KIND,
+    CORRUPT,
+    DENSE_KIND,
+    FORMAT_NAME,
+    UPGRADE,
+    PathLike,
+    atomic_write,
+    attr,
+    existing_file,
+    fail,
+    file_kind,
+    json_attr,
+    reading,
+    set_attr,
+    str_attr,
+)
 
 __all__ = ["FORMAT_NAME", "DENSE_VERSION", "DENSE_KIND", "save", "load", "read_metadata"]
 
@@ -217,8 +233,6 @@ def _plan_layer(layer: Layer) -> dict:
 
 def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
     """Root attributes and layer plans of a dense file; validates everything up front."""
-    from .. import __version__  # lazy: the package __init__ may import this module
-
     if not isinstance(model, Model):
         raise TypeError(f"save() takes a dc_engine Model, got {type(model).__name__}")
     if metadata is not None and not isinstance(metadata, dict):
@@ -341,8 +355,6 @@ def _read_root(f: h5py.File, path: Path) -> dict:
         _fail(path, "bad attribute 'version'", "an integer",
               f"{type(version).__name__} {version!r:.80}")
     if version > DENSE_VERSION:
-        from .. import __version__
-
         _fail(path, "file format version too new",
               f"version <= {DENSE_VERSION} (the newest dense version dc-engine {__version__} "
               f"reads)", f"version {int(version)}", fix=UPGRADE)

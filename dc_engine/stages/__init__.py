@@ -12,8 +12,8 @@ Stages take a model and arrays (a :class:`~dc_engine.io.data.Dataset`), never a 
 files are :mod:`dc_engine.app.jobs`' business.
 """
 
-from .pipeline import CompressConfig, compress
 from .encode import EncodeConfig, encode_model
+from .pipeline import CompressConfig, compress
 from .prune import PruneConfig, prune_model
 from .quantize import QuantizeConfig, quantize_model
 

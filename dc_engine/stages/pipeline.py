@@ -23,8 +23,8 @@ from ..core.train import evaluate
 from ..errors import ConfigError
 from ..io.data import Dataset
 from ..threads import limit_threads
-from .inputs import training_recipe
 from .encode import EncodeConfig, encode_model
+from .inputs import training_recipe
 from .prune import PruneConfig, prune_model
 from .quantize import QuantizeConfig, quantize_model
 from .sizes import model_size_report
