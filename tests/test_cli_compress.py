@@ -248,3 +248,43 @@ def test_help_of_the_stage_3_commands(capsys):
             main([command, "--help"])
         assert e.value.code == 0
         assert "dc.h5" in capsys.readouterr().out
+
+
+def test_in_memory_compress_is_what_the_command_writes(compressed, tiny_mnist, tiny_mlp_model,
+                                                       tmp_path):
+    """dc_engine.compress(model, data, config) + dc_engine.save give the very file that
+    `dc-engine compress` wrote (the command is a wrapper over them); the input model is not
+    changed, and the intermediate models are the ones --keep saved."""
+    import dc_engine
+    from dc_engine.io.data import load_mnist
+
+    folder, config, _, _ = compressed
+    dense = dc_engine.load(tiny_mlp_model)
+    before = {l.name: np.array(l.params["W"]) for l in dense.weighted_layers()}
+    model, report = dc_engine.compress(dense, load_mnist(tiny_mnist), config, threads=1,
+                                       progress=False)
+    assert type(model) is Model and model.compressed and not dense.compressed
+    for name, w in before.items():
+        assert np.array_equal(dense[name].params["W"], w)  # ran on a copy
+    out = dc_engine.save(model, tmp_path / "mlp.dc.h5")
+    assert out.read_bytes() == (folder / "mlp.dc.h5").read_bytes()
+    kept = dc_engine.load(folder / "mlp.quantized.h5")
+    for layer in report["models"]["quantized"].weighted_layers():
+        assert np.array_equal(layer.params["W"], kept[layer.name].params["W"])
+    assert report["sizes"]["totals"]["compressed_bytes"] == \
+        json.loads((folder / "mlp.report.json").read_text())["sizes"]["totals"][
+            "compressed_bytes"]
+    assert report["test_error_compressed"] == report["test_error_quantized"]
+
+
+def test_in_memory_compress_refuses_bad_input(tiny_mlp_model):
+    import dc_engine
+
+    dense = dc_engine.load(tiny_mlp_model)
+    data = (np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)) * 2
+    with pytest.raises(dc_engine.ConfigError, match="no \\[quantize\\] table"):
+        dc_engine.compress(dense, data, {"prune": {}})
+    with pytest.raises(TypeError, match="data must be a dc_engine Dataset"):
+        dc_engine.compress(dense, "data/mnist", None, progress=False)
+    with pytest.raises(ValueError, match="already compressed"):
+        dc_engine.compress(dc_engine.load("data/models/lenet-300-100.dc.h5"), data)

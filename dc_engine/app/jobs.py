@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import default_config_path, dump_toml, load_toml
+from ..config import default_config_path, load_toml
 from ..core.train import TrainConfig, evaluate, fit
 from ..core.zoo import ARCHITECTURES, RECIPES
 from ..errors import ConfigError
@@ -25,10 +25,10 @@ from ..io.data import load_mnist, train_val_split
 from ..runtime.files import load, save
 from ..stages.encode import EncodeConfig, encode_model
 from ..stages.inputs import training_recipe
-from ..stages.pipeline import CompressConfig
+from ..stages.pipeline import CompressConfig, prune_stage, quantize_stage
 from ..stages.pipeline import compress as compress_model
-from ..stages.prune import PruneConfig, layer_stats, prune_model
-from ..stages.quantize import QuantizeConfig, quantize_model
+from ..stages.prune import PruneConfig, layer_stats
+from ..stages.quantize import QuantizeConfig
 from ..stages.sizes import size_report
 from ..stages.studies import bits_sweep as sweep_bits
 from ..stages.studies import sensitivity_scan
@@ -215,7 +215,8 @@ def evaluate_file(model_path, data=None, batch_size: int = 1000,
 
 def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
           threads: int | None = None, progress: bool = True) -> dict:
-    """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining.
+    """Stage 1 on a dense model file: iterative magnitude pruning with masked retraining
+    (:func:`dc_engine.stages.pipeline.prune_stage`).
 
     Writes ``out_path`` (an ordinary dense model whose pruned weights are 0.0; the settings
     and the report are in its metadata) and, in ``report_dir`` (default: the folder of
@@ -229,21 +230,9 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     recipe = training_recipe(model)  # before the dataset: a config problem is reported first
     ds = load_mnist(data)
     before = _weights(model, config.layers)
-    with limit_threads(threads):
-        test_dense = evaluate(model, ds.x_test, ds.y_test)["error"]
-        report = prune_model(model, ds, config, recipe=recipe, progress=progress,
-                             threads=threads)
-        test_pruned = evaluate(model, ds.x_test, ds.y_test)["error"]
-    total_w = sum(s["weights"] for s in report["layers"])
-    total_kept = sum(s["kept"] for s in report["layers"])
-    report.update({
-        "source": str(dense_path), "architecture": model.name, "config_file": str(cfg_path),
-        "config": config.to_dict(), "config_toml": dump_toml({"prune": config.to_dict()}),
-        "test_error_dense": test_dense, "test_error": test_pruned,
-        "weights": total_w, "kept": total_kept, "kept_fraction": total_kept / total_w,
-        "seconds": time.perf_counter() - t0})
-    for layer in model.layers:  # the mask is derivable from the zeros: store none
-        layer.masks.clear()
+    report = prune_stage(model, ds, config, recipe, threads=threads, progress=progress)
+    report.update(source=str(dense_path), architecture=model.name, config_file=str(cfg_path),
+                  seconds=time.perf_counter() - t0)
     save(model, out_path, metadata={"command": "prune", "prune": report,
                                     "train_config": recipe})
     base = _report_base(out_path, report_dir)
@@ -255,7 +244,8 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
 
 def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None,
              threads: int | None = None, progress: bool = True) -> dict:
-    """Stage 2 on a (pruned) model file: k-means weight sharing and centroid fine-tuning.
+    """Stage 2 on a (pruned) model file: k-means weight sharing and centroid fine-tuning
+    (:func:`dc_engine.stages.pipeline.quantize_stage`).
 
     Writes ``out_path`` (codebook + index per shared layer; settings and report in the
     metadata) and, in ``report_dir``, ``<stem>.report.json`` and ``<stem>.codebook.png``.
@@ -270,16 +260,9 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
         raise ConfigError("quantization reports validation errors: val_size must be > 0")
     ds = load_mnist(data)
     before = _weights(model, config.bits)
-    with limit_threads(threads):
-        test_before = evaluate(model, ds.x_test, ds.y_test)["error"]
-        report = quantize_model(model, ds, config, recipe=recipe, progress=progress,
-                                threads=threads)
-        test_after = evaluate(model, ds.x_test, ds.y_test)["error"]
-    report.update({
-        "source": str(pruned_path), "architecture": model.name, "config_file": str(cfg_path),
-        "config": config.to_dict(), "config_toml": dump_toml({"quantize": config.to_dict()}),
-        "test_error_before": test_before, "test_error": test_after,
-        "seconds": time.perf_counter() - t0})
+    report = quantize_stage(model, ds, config, recipe, threads=threads, progress=progress)
+    report.update(source=str(pruned_path), architecture=model.name,
+                  config_file=str(cfg_path), seconds=time.perf_counter() - t0)
     meta = dict(model.metadata)
     meta.update({"command": "quantize", "quantize": report, "train_config": recipe})
     save(model, out_path, metadata=meta)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..io.data import Dataset
 from ..threads import limit_threads
 from .encode import EncodeConfig, encode_model
-from .inputs import training_recipe
+from .inputs import split_data, training_recipe
 from .prune import PruneConfig, prune_model
 from .quantize import QuantizeConfig, quantize_model
 from .sizes import model_size_report
@@ -116,6 +116,46 @@ def _test_error(model, data) -> float | None:
     return None
 
 
+def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int | None = None,
+                progress: bool = True) -> dict:
+    """Stage 1 as the jobs run it: :func:`prune_model` in place, then the masks dropped (the
+    pruned weights are exact zeros, so a file stores none), with a report that adds the test
+    errors before and after (None without test data), the totals, the settings and the time.
+    """
+    t0 = time.perf_counter()
+    with limit_threads(threads):
+        test_dense = _test_error(model, data)
+        report = prune_model(model, data, config, recipe=recipe, progress=progress,
+                             threads=threads)
+        test_pruned = _test_error(model, data)
+    for layer in model.layers:
+        layer.masks.clear()
+    total_w = sum(s["weights"] for s in report["layers"])
+    total_kept = sum(s["kept"] for s in report["layers"])
+    report.update(weights=total_w, kept=total_kept,
+                  kept_fraction=total_kept / total_w if total_w else 0.0,
+                  test_error_dense=test_dense, test_error=test_pruned,
+                  config=config.to_dict(), config_toml=dump_toml({"prune": config.to_dict()}),
+                  seconds=time.perf_counter() - t0)
+    return report
+
+
+def quantize_stage(model, data, config: QuantizeConfig, recipe: dict, *,
+                   threads: int | None = None, progress: bool = True) -> dict:
+    """Stage 2 as the jobs run it: :func:`quantize_model` in place, with a report that adds
+    the test errors before and after (None without test data), the settings and the time."""
+    t0 = time.perf_counter()
+    with limit_threads(threads):
+        test_before = _test_error(model, data)
+        report = quantize_model(model, data, config, recipe=recipe, progress=progress,
+                                threads=threads)
+        test_after = _test_error(model, data)
+    report.update(test_error_before=test_before, test_error=test_after,
+                  config=config.to_dict(), config_toml=dump_toml({"quantize": config.to_dict()}),
+                  seconds=time.perf_counter() - t0)
+    return report
+
+
 def compress(model, data, config=None, *, recipe: dict | None = None,
              threads: int | None = None, progress: bool = True,
              on_stage: Callable[[str], None] | None = None) -> tuple:
@@ -168,39 +208,28 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
     recipe = training_recipe(model, recipe)  # before any work: a config problem first
     config.prune.check_model(model)
     config.quantize.check_model(model)
+    split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail before work
     work = copy.deepcopy(model)
     with limit_threads(threads):
         stage("stage 1/3: pruning and retraining")
-        t = time.perf_counter()
-        test_dense = _test_error(work, data)
-        p_report = prune_model(work, data, config.prune, recipe=recipe, progress=progress,
-                               threads=threads)
-        p_report.update(_prune_totals(p_report), test_error_dense=test_dense,
-                        test_error=_test_error(work, data), config=config.prune.to_dict(),
-                        config_toml=dump_toml({"prune": config.prune.to_dict()}),
-                        seconds=time.perf_counter() - t)
-        for layer in work.layers:  # the mask is the zeros: a pruned model keeps none
-            layer.masks.clear()
+        p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
+                               progress=progress)
         pruned = copy.deepcopy(work)
         pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
 
         stage("stage 2/3: weight sharing and centroid fine-tuning")
-        t = time.perf_counter()
         work.metadata = pruned.metadata
-        q_report = quantize_model(work, data, config.quantize, recipe=recipe,
-                                  progress=progress, threads=threads)
-        q_report.update(test_error_before=p_report["test_error"],
-                        test_error=_test_error(work, data), config=config.quantize.to_dict(),
-                        config_toml=dump_toml({"quantize": config.quantize.to_dict()}),
-                        seconds=time.perf_counter() - t)
-        work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report)
+        q_report = quantize_stage(work, data, config.quantize, recipe, threads=threads,
+                                  progress=progress)
+        work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
+                             train_config=recipe)
 
         stage("stage 3/3: Huffman coding")
         compressed = encode_model(work, config.encode)
         test_compressed = _test_error(compressed, data)
     report = {
         "architecture": model.name,
-        "test_error_dense": test_dense,
+        "test_error_dense": p_report["test_error_dense"],
         "test_error_pruned": p_report["test_error"],
         "test_error_quantized": q_report["test_error"],
         "test_error_compressed": test_compressed,
@@ -213,11 +242,4 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
     return compressed, report
 
 
-def _prune_totals(report: dict) -> dict:
-    total_w = sum(s["weights"] for s in report["layers"])
-    total_kept = sum(s["kept"] for s in report["layers"])
-    return {"weights": total_w, "kept": total_kept,
-            "kept_fraction": total_kept / total_w if total_w else 0.0}
-
-
-__all__ = ["CompressConfig", "resolve_config", "compress"]
+__all__ = ["CompressConfig", "resolve_config", "compress", "prune_stage", "quantize_stage"]
