@@ -7,8 +7,8 @@ for every output position, column ``(n * OH + i) * OW + j``; so
 ``w.reshape(OC, -1) @ cols`` is the convolution output in (OC, N, OH, OW) order.
 
 The kernels are serial on purpose: on a 2-core machine, Numba worker threads running next to
-OpenBLAS's spinning threads made a LeNet-5 step 4x slower (measured: 73 ms against 19 ms per
-batch of 64); BLAS gets the cores, these memory-bound loops run in between.
+OpenBLAS's spinning threads made a LeNet-5 step several times slower (docs/KERNELS.md); BLAS
+gets the cores, these memory-bound loops run in between.
 """
 
 import numba
@@ -93,8 +93,8 @@ def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
 
 @numba.njit(cache=True, nogil=True)
 def im2col_valid(x, kh, kw, oh, ow, cols):
-    """:func:`im2col` for stride 1 and no padding (LeNet's convolutions), 3-5x faster: every
-    inner loop is a contiguous, bounds-free copy that vectorises.
+    """:func:`im2col` for stride 1 and no padding (LeNet's convolutions), several times faster:
+    every inner loop is a contiguous, bounds-free copy that vectorises.
 
     Parameters
     ----------

@@ -5,9 +5,9 @@ import numba
 
 @numba.njit(cache=True, nogil=True)
 def _maxpool_2x2(x, oh, ow, y, arg):
-    """The 2x2, stride-2 case unrolled and branch-free (4x faster on random data: the generic
-    loop's comparisons mispredict). Ties go to the first maximum in row-major order, as in the
-    generic loop."""
+    """The 2x2, stride-2 case unrolled and branch-free (the generic loop's comparisons
+    mispredict; docs/KERNELS.md has the measurement). Ties go to the first maximum in row-major
+    order, as in the generic loop."""
     n_img, n_ch, h, w = x.shape
     for n in range(n_img):
         for c in range(n_ch):

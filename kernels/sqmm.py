@@ -27,7 +27,8 @@ Layout (chosen by measurement, docs/KERNELS.md):
 
 Integer kernels (count, encode, decode, split) are exact, no fastmath. The two
 products use ``kernels._config.FASTMATH`` for their float sums; their index arithmetic is done in
-uint64, which spares Numba's negative-index wrap-around code on every load (measured: 1.6x).
+uint64, which spares Numba's negative-index wrap-around code on every load (docs/KERNELS.md,
+"Measurements behind the code").
 """
 
 import numba
@@ -189,7 +190,7 @@ def sq_col_split(words, rowptr, index_bits, tile_cols, split_k, split_col):
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _matvec_rows(words, rowptr, r0, r1, index_bits, codebook, x, y):
     """y[r] for rows r0 <= r < r1 (see sq_matvec). Four accumulators: the FMA latency chain of
-    one accumulator was the bottleneck (measured 1.6x)."""
+    one accumulator was the bottleneck."""
     mask = _U((1 << index_bits) - 1)
     shift = _U(index_bits)
     one = _U(1)
@@ -229,7 +230,7 @@ def _matvec_rows(words, rowptr, r0, r1, index_bits, codebook, x, y):
 @numba.njit(cache=True, nogil=True)
 def add_bias_relu(y, bias, relu):
     """``y += bias``, then ``y = max(y, 0)`` when ``relu``, in place: a Dense layer's epilogue
-    after a batch-1 product (one call instead of two NumPy ones, which cost ~0.5 us each).
+    after a batch-1 product (one call instead of two NumPy ones).
 
     Parameters
     ----------

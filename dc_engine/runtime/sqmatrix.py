@@ -276,7 +276,7 @@ class CompressedMatrix:
     def _row_blocks(self, n: int = 1, threads: int | None = None) -> np.ndarray:
         """Row blocks for ``n`` columns of input: one (the calling thread) when
         :meth:`serial`; else blocks for ``threads``
-        threads (default ``numba.get_num_threads()``, ~1 us a call from Python; the runtime's
+        threads (default ``numba.get_num_threads()``, a slow call from Python; the model's
         batch-1 path asks once per model call and passes it)."""
         if self.serial(n):
             threads = 1
