@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -104,3 +105,16 @@ def test_threads_context_restores_counts():
     with pytest.raises(ValueError, match="threads"):
         with limit_threads(0):
             pass
+
+
+def test_missing_matplotlib_warns_once_and_writes_nothing(monkeypatch, tmp_path, recwarn):
+    from dc_engine.app import plots
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(plots, "_warned", False)
+    scan = {"fractions": [1.0, 0.5], "errors": {"ip1": [0.1, 0.2]}, "baseline": 0.1}
+    assert plots.sensitivity_plot(scan, tmp_path / "a.png") is None
+    assert plots.sensitivity_plot(scan, tmp_path / "b.png") is None
+    msgs = [str(w.message) for w in recwarn if "matplotlib" in str(w.message)]
+    assert len(msgs) == 1 and "pip install 'dc-engine[plot]'" in msgs[0]
+    assert list(tmp_path.iterdir()) == []

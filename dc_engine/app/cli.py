@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 PROG = "dc-engine"
@@ -403,6 +404,8 @@ def _cmd_sensitivity(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dc-engine`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # A warning is one line for a user ("dc-engine: warning: ..."), not a source excerpt.
+    warnings.formatwarning = lambda message, *_, **__: f"{PROG}: warning: {message}\n"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from ..errors import ConfigError, DatasetError, DCFormatError

@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+_warned = False  # the missing-matplotlib warning is given once per process
 
 
 def _pyplot():
+    global _warned
     try:
         import matplotlib
     except ImportError:
-        warnings.warn("matplotlib is not installed, so no PNG is written; install the 'plot' "
-                      "extra: pip install 'dc-engine[plot]'", stacklevel=3)
+        if not _warned:
+            _warned = True
+            warnings.warn("matplotlib is not installed, so no PNG figures are written; install "
+                          "the 'plot' extra: pip install 'dc-engine[plot]'", stacklevel=3)
         return None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -429,10 +429,10 @@ def load_mnist(path: PathLike | None = None) -> Dataset:
     """
     if path is None and not Path(DEFAULT_DATA_DIR).is_dir():
         raise DatasetError(
-            f"no dataset given, and the MNIST copy of a dc-engine source checkout is not at "
-            f"{DEFAULT_DATA_DIR} (an installed package does not include it). Pass the folder "
-            f"of a dataset in MNIST's IDX layout: --data PATH on the command line (e.g. the "
-            f"data/mnist folder of a dc-engine checkout), or load_mnist(PATH) in Python."
+            "no dataset given, and this installation has no default one: MNIST ships in the "
+            "data/mnist folder of a dc-engine source checkout, not in the installed package. "
+            "Pass the folder of a dataset in MNIST's IDX layout: --data PATH on the command "
+            "line (e.g. the data/mnist folder of a checkout), or load_mnist(PATH) in Python."
         )
     folder = Path(DEFAULT_DATA_DIR if path is None else path)
     check_hash = _is_default_dir(folder)
