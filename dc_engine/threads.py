@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ._validate import check_int
+
 
 @contextmanager
 def limit_threads(n: int | None) -> Iterator[None]:
@@ -23,14 +25,15 @@ def limit_threads(n: int | None) -> Iterator[None]:
 
     Raises
     ------
+    TypeError
+        ``n`` is not an integer (or None).
     ValueError
-        ``n`` is not a positive integer.
+        ``n < 1``.
     """
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {n!r}")
+    n = check_int(n, "threads", 1)
     import numba
     from threadpoolctl import threadpool_limits
 

@@ -29,10 +29,10 @@ Numba has no vector types, so the loops are written as LLVM IR in a Numba ``@int
 (llvmlite's IR builder -- llvmlite is Numba's own code generator, not a further dependency --;
 the x86 intrinsics ``vpermi2var.ps.512`` and ``mask.gather.dps.512``).
 It needs AVX-512F in the CPU that Numba compiles for: :data:`AVAILABLE` says whether that is
-the case here, and callers (:class:`dc_engine.matrix.CompressedMatrix`) fall back to the scalar
+the case here, and callers (:class:`dc_engine.runtime.CompressedMatrix`) fall back to the scalar
 :func:`kernels.sqmm.sq_matvec` otherwise. The NumPy twin is :func:`kernels.reference.sq_matvec`.
 
-Measured on this machine: docs/KERNELS.md, bench/results/kernels.json.
+Measurements: docs/KERNELS.md, bench/results/kernels.json.
 """
 
 import llvmlite.binding as llvm

@@ -288,3 +288,37 @@ def test_in_memory_compress_refuses_bad_input(tiny_mlp_model):
         dc_engine.compress(dense, "data/mnist", None, progress=False)
     with pytest.raises(ValueError, match="already compressed"):
         dc_engine.compress(dc_engine.load("data/models/lenet-300-100.dc.h5"), data)
+
+
+def test_in_memory_compress_refuses_what_stage_3_would_refuse_before_training(tiny_mlp_model):
+    """A config without bits for some weighted layer, an [encode.layers] name the model lacks,
+    or a float64 model fail at once, not after pruning and quantization have run."""
+    import dc_engine
+    from dc_engine.stages.pipeline import CompressConfig
+
+    dense = dc_engine.load(tiny_mlp_model)
+    data = (np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)) * 2
+    tables = {"prune": {"layers": {"ip1": {"kept": 0.5}}, "val_size": 2},
+              "quantize": {"bits": {"ip1": 4, "ip2": 4}, "val_size": 2}}
+    with pytest.raises(dc_engine.ConfigError, match=r"no width for \['ip3'\]"):
+        dc_engine.compress(dense, data, CompressConfig.from_dict(tables))
+    tables["quantize"]["bits"]["ip3"] = 4
+    tables["encode"] = {"layers": {"ip9": {"index_bits": 3}}}
+    with pytest.raises(dc_engine.ConfigError, match=r"\[encode.layers\] names \['ip9'\]"):
+        dc_engine.compress(dense, data, tables)
+    del tables["encode"]
+    with pytest.raises(TypeError, match="float32"):
+        dc_engine.compress(dense.astype(np.float64), data, tables)
+
+
+def test_inspect_of_a_corrupt_payload_names_the_file(compressed, tmp_path, capsys):
+    folder, _, _, _ = compressed
+    bad = tmp_path / "bad.dc.h5"
+    bad.write_bytes((folder / "mlp.dc.h5").read_bytes())
+    with h5py.File(bad, "r+") as f:
+        data = f["payload"][()]
+        data[40] ^= 0xFF
+        f["payload"][...] = data
+    rc, _, err = run(["inspect", bad], capsys)
+    msg = one_line_error(err, "inspect")
+    assert rc == 2 and str(bad) in msg and "CRC mismatch" in msg

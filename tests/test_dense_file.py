@@ -937,3 +937,17 @@ def test_only_the_file_modules_import_h5py():
     importers = sorted(p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.rglob("*.py")
                        if "h5py" in _imported_modules(p.read_text(encoding="utf-8")))
     assert importers == ["io/_h5.py", "io/compressed.py", "io/dense.py"]
+
+
+def test_save_keeps_the_model_metadata_by_default(tmp_path):
+    """dc_engine.save(dc_engine.load(f), g) keeps f's metadata (the training recipe): a later
+    compress still finds it; an explicit dict replaces it."""
+    import dc_engine
+
+    src = Path(__file__).resolve().parents[1] / "data" / "models" / "lenet-300-100.h5"
+    model = dc_engine.load(src)
+    assert model.metadata["train_config"]
+    again = dc_engine.load(dc_engine.save(model, tmp_path / "copy.h5"))
+    assert again.metadata == model.metadata
+    other = dc_engine.load(dc_engine.save(model, tmp_path / "other.h5", metadata={"a": 1}))
+    assert other.metadata == {"a": 1}

@@ -342,8 +342,9 @@ def test_model_output_shape_and_predict(rng):
     assert classes.shape == (5,) and classes.dtype == np.int64
     np.testing.assert_array_equal(classes, np.argmax(model.forward(x), axis=1))
     assert model.predict(x[:0]).shape == (0,)
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="batch_size"):
+    for bad, exc in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError),
+                     ("8", TypeError)):
+        with pytest.raises(exc, match="batch_size"):
             model.predict(x, batch_size=bad)
 
 

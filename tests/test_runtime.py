@@ -211,3 +211,38 @@ def test_shipped_files_old_and_new_give_the_documented_test_errors(arch, errors,
     assert [l.encoding for l in new.layers] == [l.encoding for l in old.layers]
     for model in (new, old):
         assert int(np.sum(model.predict(x) != y)) == errors
+
+
+def test_one_sample_path_follows_replaced_weights(rng):
+    """Whether a Dense weight is compressed is decided at each call: a model decoded in place
+    (and made float64) after a batch-1 call runs the float path, exactly as per layer."""
+    cm = runtime.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((2,) + cm.input_shape, dtype=np.float32)
+    cm.forward(x[:1])  # builds and caches the plan
+    for layer in cm.weighted_layers():
+        layer.set_param("W", layer.params["W"].to_dense())
+    cm.astype(np.float64)
+    assert not cm.compressed and cm.dtype == np.float64
+    per_layer = x[:1].astype(np.float64)
+    for layer in cm.layers:
+        per_layer = layer.forward(per_layer)
+    out = cm.forward(x[:1].astype(np.float64))
+    assert out.dtype == np.float64 and np.array_equal(out, per_layer)
+    # and the other way: a float model that gets a compressed weight fuses it
+    dense = dc_engine.load(MODELS / "lenet-300-100.quantized.h5")
+    dense.forward(x[:1])
+    ip1 = dense["ip1"]
+    ip1.set_param("W", CompressedMatrix.from_dense(np.array(ip1.params["W"]), weight_bits=6))
+    ref = x[:1]
+    for layer in dense.layers:
+        ref = layer.forward(ref)
+    assert np.array_equal(dense.forward(x[:1]), ref)
+
+
+def test_array_likes_are_float_parameters_not_back_ends():
+    layer = Dense(2, 3, params={"W": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "b": [0.0, 1.0, 2.0]})
+    assert not layer.compressed and layer.params["W"].dtype == np.float64
+    layer.set_param("b", [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(layer.params["b"], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="shape"):
+        layer.set_param("W", [1.0, 2.0])

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import default_config_path, load_toml
 from ..core.train import TrainConfig, evaluate, fit
 from ..core.zoo import ARCHITECTURES, RECIPES
-from ..errors import ConfigError
+from ..errors import ConfigError, DCFormatError
 from ..io import compressed as compressed_file
 from ..io.data import load_mnist, train_val_split
 from ..runtime.files import load, save
@@ -310,7 +310,10 @@ def encode(quantized_path, out_path, config_path=None, report_dir=None) -> dict:
 def inspect(path) -> dict:
     """The size report of a compressed file, from the file alone (no dataset needed)."""
     c = compressed_file.read(path)
-    report = size_report(c.layers, os.path.getsize(path), c.architecture)
+    try:
+        report = size_report(c.layers, os.path.getsize(path), c.architecture)
+    except DCFormatError as exc:  # it names the layer; add the file
+        raise DCFormatError(f"{path}, {exc}") from exc
     report["path"] = str(path)
     report["input_shape"] = list(c.input_shape)
     report["version"] = c.version

@@ -29,7 +29,7 @@ H - 18      4                     ``nnz`` u32: non-zero codes
 H - 14      4                     ``n_bias`` u32: bias values (0: no bias)
 H - 10      4                     ``code_nbits`` u32: bits of the coded code stream
 H - 6       4                     ``gap_nbits`` u32: bits of the coded gap stream
-H - 2       1                     code-stream coder id (0 fixed, 1 Huffman)
+H - 2       1                     code-stream coder id (:data:`~dc_engine.codecs.coders.CODERS`)
 H - 1       1                     gap-stream coder id
 H           (coder)               code-stream table (Huffman: ``2**wb`` code lengths, 4 bits
                                   each, LSB first; fixed: none)
@@ -63,7 +63,7 @@ from .._validate import check_bits
 from ..errors import DCFormatError
 from ..limits import MAX_BITS
 from .codebook import index_dtype
-from .coders import DEFAULT_CODER, StreamCoder, coder_by_id, coder_by_name
+from .coders import CODERS, DEFAULT_CODER, StreamCoder, coder_by_id, coder_by_name
 from .huffman import HuffmanCoder
 from .relindex import decode_sparse, encode_sparse
 
@@ -106,7 +106,8 @@ def _coder(coder, what: str) -> StreamCoder:
         return coder_by_name(DEFAULT_CODER)
     if isinstance(coder, str):
         return coder_by_name(coder)
-    if all(hasattr(coder, a) for a in ("id", "name", "encode", "read_table", "decode")):
+    if all(hasattr(coder, a) for a in ("id", "name", "options", "encode", "read_table",
+                                       "present", "decode")):
         return coder
     raise TypeError(f"{what} must be a coder name or a stream coder, got {coder!r}")
 
@@ -279,9 +280,10 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
         for stream, cid in zip(("code", "gap"), ids):
             c = coder_by_id(cid)
             if c is None:
+                known = ", ".join(f"{i} {CODERS[i].name}" for i in sorted(CODERS))
                 raise DCFormatError(f"{pre} unknown {stream}-stream coder id {cid} (known: "
-                                    f"0 fixed, 1 huffman): the payload is corrupt or was "
-                                    f"written by a newer dc-engine; upgrade to read it")
+                                    f"{known}): the payload is corrupt or was written by a "
+                                    f"newer dc-engine; upgrade to read it")
             coders.append(c)
         code_coder, gap_coder = coders
     else:  # version 1: both streams Huffman-coded

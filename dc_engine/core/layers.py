@@ -40,7 +40,8 @@ from .._validate import check_int
 from ..buffers import Scratch
 
 _FLOAT_DTYPES = (np.float32, np.float64)
-_RESERVED_HP = ("name", "rng", "dtype", "params")
+RESERVED_HYPERPARAMETERS = ("name", "rng", "dtype", "params")
+"""Constructor arguments that are never stored as hyperparameters (files may not set them)."""
 
 
 @runtime_checkable
@@ -54,6 +55,7 @@ class WeightBackend(Protocol):
 
     shape: tuple
     nbytes: int
+    codebook: np.ndarray
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T`` for ``x`` of shape (N, fan_in) or (fan_in,)."""
@@ -70,10 +72,15 @@ class WeightBackend(Protocol):
     def to_dense(self) -> np.ndarray:
         """The weight as a float32 (out, fan_in) array."""
 
+    def to_codes(self) -> np.ndarray:
+        """The per-weight codebook codes, shape (out, fan_in), uint8 or uint16 (0 = pruned);
+        with ``codebook`` (float32, ``2**weight_bits`` entries) what a file stores."""
+
 
 def is_backend(w) -> bool:
-    """Whether a parameter value is a compressed weight back end (not a float array)."""
-    return not isinstance(w, np.ndarray)
+    """Whether a parameter value is a compressed weight back end (has the products of
+    :class:`WeightBackend`), not an array or an array-like."""
+    return not isinstance(w, np.ndarray) and hasattr(w, "matvec_into") and hasattr(w, "matmul_t")
 
 
 class Layer:
@@ -273,7 +280,8 @@ class Dense(Layer):
     name : str, optional.
     params : dict, optional. ``{"W": w, "b": b}`` to use instead of initialising: ``w`` a float
         array of shape (out, in) or a compressed back end of that shape, ``b`` a float array of
-        shape (out,). Nothing is allocated then (files and the runtime build layers so).
+        shape (out,). Nothing is allocated then (files and the runtime build layers so), and
+        the arrays' dtype is the layer's (``dtype`` applies to initialised parameters only).
     """
 
     type_name = "Dense"
@@ -602,7 +610,7 @@ def hyperparameter_names(cls: type[Layer]) -> tuple[str, ...]:
     """The constructor arguments a layer type stores as hyperparameters (all but ``name``,
     ``rng``, ``dtype`` and ``params``)."""
     sig = inspect.signature(cls.__init__)
-    return tuple(k for k in list(sig.parameters)[1:] if k not in _RESERVED_HP)
+    return tuple(k for k in list(sig.parameters)[1:] if k not in RESERVED_HYPERPARAMETERS)
 
 
 def layer_param_shapes(type_name: str, hyperparameters: dict) -> dict[str, tuple[int, ...]]:
@@ -647,5 +655,5 @@ def build_layer(type_name: str, hyperparameters: dict, name: str,
 
 
 __all__ = ["Layer", "WeightBackend", "is_backend", "Dense", "Conv2D", "MaxPool2D", "ReLU",
-           "Flatten", "Dropout", "LAYER_TYPES", "hyperparameter_names", "layer_param_shapes",
-           "build_layer"]
+           "Flatten", "Dropout", "LAYER_TYPES", "RESERVED_HYPERPARAMETERS", "hyperparameter_names",
+           "layer_param_shapes", "build_layer"]

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from .. import kernels
+from .._validate import check_int
 from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
 
@@ -157,60 +158,58 @@ class Model:
 
         Notes
         -----
-        A batch of one through a model with compressed Dense layers takes a leaner path
-        (:meth:`_forward_one`) with the same results bit for bit.
+        A batch of one takes a leaner path for compressed Dense layers (:meth:`_forward_one`)
+        with the same results bit for bit.
         """
         x = self._check_input(x)
         if not train and x.shape[0] == 1:
-            plan = self._one_sample_plan()
-            if plan is not None:
-                return self._forward_one(np.ascontiguousarray(x, dtype=np.float32), plan)
+            return self._forward_one(x)
         for layer in self.layers:
             x = layer.forward(x, train=train)
         return x
 
     __call__ = forward
 
-    def _one_sample_plan(self) -> list | None:
-        """Steps of :meth:`_forward_one`, or None when no Dense layer is compressed.
-
-        A step ``(layer, None)`` runs ``layer.forward``; ``(dense, relu)`` runs a
-        :class:`Dense` (and the :class:`ReLU` after it when ``relu``) as one product and one
-        epilogue. Cached with the layers it was made from (held, so compared by identity) and
-        rebuilt when ``self.layers`` changes.
-        """
+    def _one_sample_plan(self) -> list:
+        """Steps of :meth:`_forward_one`: ``(layer, None)`` runs ``layer.forward``;
+        ``(dense, relu)`` runs a :class:`Dense` and the :class:`ReLU` after it (or None), fused
+        when the Dense weight is compressed. Cached with the layers it was made from (held, so
+        compared by identity) and rebuilt when ``self.layers`` changes; whether a weight is
+        compressed is decided at each call, so replacing a weight needs no rebuild."""
         cache = getattr(self, "_plan_cache", None)
         if (cache is None or len(cache[0]) != len(self.layers)
                 or any(a is not b for a, b in zip(cache[0], self.layers))):
-            plan, i, fused = [], 0, False
+            plan, i = [], 0
             while i < len(self.layers):
                 layer = self.layers[i]
                 if isinstance(layer, Dense):
-                    relu = i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU)
+                    nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                    relu = nxt if isinstance(nxt, ReLU) else None
                     plan.append((layer, relu))
-                    fused |= is_backend(layer.params["W"])
-                    i += 2 if relu else 1
+                    i += 2 if relu is not None else 1
                 else:
                     plan.append((layer, None))
                     i += 1
-            cache = self._plan_cache = (tuple(self.layers), plan if fused else None)
+            cache = self._plan_cache = (tuple(self.layers), plan)
         return cache[1]
 
-    def _forward_one(self, x: np.ndarray, plan: list) -> np.ndarray:
-        """:meth:`forward` for one sample (``x`` of shape (1, ...), C-contiguous float32):
-        each compressed Dense layer is one call of the batch-1 kernel into a new vector plus
-        one call adding the bias (and applying a following ReLU) in place, without the
-        per-product checks of ``matmul`` (the shapes were checked when the model was built; a
-        float32 input is checked here). The same kernels as the per-layer path for a batch of
-        one, so the same results bit for bit; per-call Python overhead is most of a small
-        model's time at batch 1 (docs/KERNELS.md, "End to end")."""
+    def _forward_one(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`forward` for one sample (``x`` of shape (1, ...)).
+
+        A Dense layer whose weight is compressed, given a C-contiguous float32 vector, is one
+        call of the batch-1 kernel into a new vector plus one call adding the bias (and
+        applying a following ReLU) in place, without the per-product checks of ``matmul``
+        (the shapes were checked when the model was built; the dtype is checked here).
+        Everything else runs as :meth:`forward` runs it. The same kernels as the per-layer
+        path for a batch of one, so the same results bit for bit; per-call Python overhead is
+        most of a small model's time at batch 1 (docs/KERNELS.md, "End to end")."""
         threads = 0  # numba.get_num_threads(), asked once per call when a product needs it
-        for layer, relu in plan:
-            m = layer.params["W"] if relu is not None else None
+        for layer, relu in self._one_sample_plan():
+            m = layer.params["W"] if isinstance(layer, Dense) else None
             if m is None or not is_backend(m) or x.dtype != np.float32:
-                x = layer.forward(x)  # (a float32 check failing here: forward's TypeError)
-                if relu:
-                    x = np.maximum(x, 0)
+                x = layer.forward(x)  # (converts to the layer's dtype)
+                if relu is not None:
+                    x = relu.forward(x)
                 continue
             h = x.reshape(m.shape[1])  # (1, in) -> (in,), a view when x is contiguous
             y = np.empty(m.shape[0], dtype=np.float32)
@@ -220,7 +219,7 @@ class Model:
                 threads = threads or numba.get_num_threads()
                 n_threads = threads
             m.matvec_into(h if h.flags.c_contiguous else np.ascontiguousarray(h), y, n_threads)
-            kernels.add_bias_relu(y, layer.params["b"], relu)
+            kernels.add_bias_relu(y, layer.params["b"], relu is not None)
             x = y.reshape(1, m.shape[0])
         return x
 
@@ -246,12 +245,12 @@ class Model:
 
         Raises
         ------
+        TypeError
+            ``batch_size`` is not an integer.
         ValueError
             ``batch_size < 1`` or ``x`` of the wrong shape.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", 1)
         x = self._check_input(x)
         out = [np.argmax(self.forward(x[i:i + batch_size]), axis=1)
                for i in range(0, len(x), batch_size)]

@@ -80,7 +80,7 @@ class SGD:
             self._update((layer.name, name), w, g, lr, decay, layer.masks.get(name))
 
     def reset(self) -> None:
-        """Forget the momentum (used between pruning rounds)."""
+        """Forget the momentum: the next step starts from zero velocity."""
         self.velocity.clear()
 
 

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from .._validate import is_int
-from ..core.layers import LAYER_TYPES
+from ..core.layers import LAYER_TYPES, RESERVED_HYPERPARAMETERS
 from ._h5 import (
     COMPRESSED_KIND,
     CORRUPT,
@@ -62,7 +62,6 @@ MAX_LAYERS = 10_000
 
 _LIBVER = ("v110", "v110")  # superblock v3, v2 object headers: checksummed, compact
 _DATASET = "payload"
-_RESERVED_HP = ("name", "rng", "dtype", "params")
 _FIX = ("Pass a compressed model file written by `dc-engine compress` or `dc-engine encode`, "
         "or re-create it.")
 
@@ -112,9 +111,10 @@ def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]
         if r.type not in LAYER_TYPES:
             raise ValueError(f"layer {r.name!r}: unknown type {r.type!r}; known: "
                              f"{sorted(LAYER_TYPES)}")
-        if not isinstance(r.hyperparameters, dict) or set(r.hyperparameters) & set(_RESERVED_HP):
+        if (not isinstance(r.hyperparameters, dict)
+                or set(r.hyperparameters) & set(RESERVED_HYPERPARAMETERS)):
             raise ValueError(f"layer {r.name!r}: hyperparameters must be a dict without the keys "
-                             f"{list(_RESERVED_HP)}, got {r.hyperparameters!r}")
+                             f"{list(RESERVED_HYPERPARAMETERS)}, got {r.hyperparameters!r}")
         if r.payload is not None and not isinstance(r.payload, (bytes, bytearray)):
             raise TypeError(f"layer {r.name!r}: payload must be bytes or None, got "
                             f"{type(r.payload).__name__}")
@@ -214,9 +214,9 @@ def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
         if ltype not in LAYER_TYPES:
             fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(ltype),
                   lname, fix=f"The file may come from a newer dc-engine. {UPGRADE}")
-        reserved = sorted(set(hp) & set(_RESERVED_HP))
+        reserved = sorted(set(hp) & set(RESERVED_HYPERPARAMETERS))
         if reserved:
-            fail(path, "bad hyperparameters", f"no keys {list(_RESERVED_HP)}",
+            fail(path, "bad hyperparameters", f"no keys {list(RESERVED_HYPERPARAMETERS)}",
                   f"keys {reserved}", lname, fix=_FIX)
     return name, tuple(int(d) for d in shape), rows
 

@@ -183,8 +183,10 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
         encode stage's output, or a loaded compressed file).
     path : str or os.PathLike. An existing file is replaced only once the new one is
         complete on disk.
-    metadata : dict, optional. JSON-able data stored with a dense model (a compressed file
-        holds none: it is sized to the byte).
+    metadata : dict, optional. JSON-able data stored with a dense model; default: the model's
+        own ``metadata`` (what it was loaded with, e.g. its training recipe). A compressed file
+        holds none (it is sized to the byte): its model's metadata is not written, and an
+        explicit one is refused.
     kind : "dense", "compressed" or None (default: "compressed" when ``model.compressed``,
         else "dense"; a model without weights is either, so say which).
 
@@ -197,11 +199,21 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
     ValueError, TypeError
         As :func:`dc_engine.io.dense.save`, or a compressed file of a model with float
         weights, or metadata given for a compressed file, or an unknown ``kind``.
+
+    Notes
+    -----
+    A compressed weight is encoded again from its codes as ``layer.encoding`` records (gap
+    width and coders, set by the encode stage or by loading a file), so saving a loaded file
+    gives its bytes back. One exception: a payload does not record the Huffman coder's
+    ``max_code_length``; a file written with a lower limit than the default 15 saves back as
+    an equivalent file (the same weights), not the same bytes.
     """
     if kind is None:
         kind = "compressed" if model.compressed else "dense"
     if kind == "dense":
-        return dense_file.save(model, path, metadata=metadata)
+        return dense_file.save(model, path,
+                               metadata=getattr(model, "metadata", {}) if metadata is None
+                               else metadata)
     if kind != "compressed":
         raise ValueError(f"kind must be 'dense', 'compressed' or None, got {kind!r}")
     if metadata:

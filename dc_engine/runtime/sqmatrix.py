@@ -2,10 +2,11 @@
 
 :class:`CompressedMatrix` holds a layer ``W`` (out, in) as Deep Compression stores it -- a code
 per weight into a small float32 codebook (slot 0 = 0.0 = pruned), the non-zeros as relative-index
-entries ``(gap, code)`` with filler entries -- in the kernel layout of :mod:`kernels.sqmm`:
-per-row entries packed one per uint8/uint16/uint32 word, row pointers, and row blocks of equal
-entry counts for the threads. ``matmul`` / ``matmul_t`` run the EIE-style kernels (Han et al.
-2016): decode gaps and codes on the fly, look the weights up in the codebook, never expand ``W``.
+entries ``(gap, code)`` with filler entries -- in the kernel layout of
+:mod:`dc_engine.kernels.sqmm`: per-row entries packed one per uint8/uint16/uint32 word, row
+pointers, and row blocks of equal entry counts for the threads. ``matmul`` / ``matmul_t`` run
+the EIE-style kernels (Han et al. 2016): decode gaps and codes on the fly, look the weights up in
+the codebook, never expand ``W``.
 
 It is the compressed weight back end of :class:`dc_engine.core.layers.Dense` and ``Conv2D``
 (see :class:`dc_engine.core.layers.WeightBackend`). No training code is imported here (tests

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import default_config_path, dump_toml, load_toml
 from ..core.train import evaluate
 from ..errors import ConfigError
@@ -116,6 +118,24 @@ def _test_error(model, data) -> float | None:
     return None
 
 
+def _check_encodable(model, config: CompressConfig) -> None:
+    """What stage 3 would refuse after the two training stages, refused before them."""
+    weighted = [l.name for l in model.weighted_layers()]
+    missing = [n for n in weighted if n not in config.quantize.bits]
+    if missing:
+        raise ConfigError(f"[quantize.bits] gives no width for {missing}: stage 3 encodes "
+                          f"quantized layers only, so every weighted layer of {model.name} "
+                          f"({weighted}) needs one")
+    unknown = sorted(set(config.encode.layers) - set(weighted))
+    if unknown:
+        raise ConfigError(f"[encode.layers] names {unknown}, which {model.name} has not; its "
+                          f"weighted layers are {weighted}")
+    wide = [l.name for l in model.layers if l.params and l.dtype != np.float32]
+    if wide:
+        raise TypeError(f"layers {wide} are {model.dtype}; compressed files hold float32 "
+                        f"codebooks and biases: convert with model.astype(np.float32)")
+
+
 def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int | None = None,
                 progress: bool = True) -> dict:
     """Stage 1 as the jobs run it: :func:`prune_model` in place, then the masks dropped (the
@@ -208,6 +228,7 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
     recipe = training_recipe(model, recipe)  # before any work: a config problem first
     config.prune.check_model(model)
     config.quantize.check_model(model)
+    _check_encodable(model, config)
     split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail before work
     work = copy.deepcopy(model)
     with limit_threads(threads):
