@@ -228,7 +228,8 @@ def test_one_sample_path_follows_replaced_weights(rng):
         per_layer = layer.forward(per_layer)
     out = cm.forward(x[:1].astype(np.float64))
     assert out.dtype == np.float64 and np.array_equal(out, per_layer)
-    # and the other way: a float model that gets a compressed weight fuses it
+    # and the other way: a float model given a compressed weight runs it (fused once the
+    # layer list changes)
     dense = dc_engine.load(MODELS / "lenet-300-100.quantized.h5")
     dense.forward(x[:1])
     ip1 = dense["ip1"]

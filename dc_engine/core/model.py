@@ -17,6 +17,8 @@ from .. import kernels
 from .._validate import check_int
 from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 class Model:
     """Sequential network.
@@ -171,26 +173,30 @@ class Model:
     __call__ = forward
 
     def _one_sample_plan(self) -> list:
-        """Steps of :meth:`_forward_one`: ``(layer, None)`` runs ``layer.forward``;
-        ``(dense, relu)`` runs a :class:`Dense` and the :class:`ReLU` after it (or None), fused
-        when the Dense weight is compressed. Cached with the layers it was made from (held, so
-        compared by identity) and rebuilt when ``self.layers`` changes; whether a weight is
-        compressed is decided at each call, so replacing a weight needs no rebuild."""
+        """Steps of :meth:`_forward_one`: ``(layer, relu, weight, serial)``. A :class:`Dense`
+        layer whose weight was compressed when the plan was made runs fused with the
+        :class:`ReLU` after it (``relu``, or None) while ``layer.params["W"] is weight``
+        (``serial``: its product runs on the calling thread); every other step (``weight``
+        None) runs ``layer.forward`` (and ``relu.forward``). Cached with the layers
+        it was made from (held, so compared by identity) and rebuilt when ``self.layers``
+        changes; a replaced weight falls back to the unfused step until then."""
+        layers = tuple(self.layers)  # (layers define no __eq__: tuple equality is identity)
         cache = getattr(self, "_plan_cache", None)
-        if (cache is None or len(cache[0]) != len(self.layers)
-                or any(a is not b for a, b in zip(cache[0], self.layers))):
+        if cache is None or cache[0] != layers:
             plan, i = [], 0
             while i < len(self.layers):
                 layer = self.layers[i]
                 if isinstance(layer, Dense):
                     nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
                     relu = nxt if isinstance(nxt, ReLU) else None
-                    plan.append((layer, relu))
+                    w = layer.params["W"]
+                    fused = (w, w.serial(1)) if is_backend(w) else (None, True)
+                    plan.append((layer, relu, *fused))
                     i += 2 if relu is not None else 1
                 else:
-                    plan.append((layer, None))
+                    plan.append((layer, None, None, True))
                     i += 1
-            cache = self._plan_cache = (tuple(self.layers), plan)
+            cache = self._plan_cache = (layers, plan)
         return cache[1]
 
     def _forward_one(self, x: np.ndarray) -> np.ndarray:
@@ -204,16 +210,15 @@ class Model:
         path for a batch of one, so the same results bit for bit; per-call Python overhead is
         most of a small model's time at batch 1 (docs/KERNELS.md, "End to end")."""
         threads = 0  # numba.get_num_threads(), asked once per call when a product needs it
-        for layer, relu in self._one_sample_plan():
-            m = layer.params["W"] if isinstance(layer, Dense) else None
-            if m is None or not is_backend(m) or x.dtype != np.float32:
+        for layer, relu, m, serial in self._one_sample_plan():
+            if m is None or layer.params["W"] is not m or x.dtype is not _FLOAT32:
                 x = layer.forward(x)  # (converts to the layer's dtype)
                 if relu is not None:
                     x = relu.forward(x)
                 continue
             h = x.reshape(m.shape[1])  # (1, in) -> (in,), a view when x is contiguous
             y = np.empty(m.shape[0], dtype=np.float32)
-            if m.serial(1):
+            if serial:
                 n_threads = 1
             else:
                 threads = threads or numba.get_num_threads()
