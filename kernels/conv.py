@@ -1,9 +1,11 @@
 """im2col / col2im for NCHW convolution through one BLAS matmul per batch.
 
 Layout (Caffe's, batch-wide): for an input ``x`` of shape (N, C, H, W) and a (KH, KW) kernel at
-``stride`` and zero ``padding``, the column matrix ``cols`` has shape (C * KH * KW, N * OH * OW).
-Row ``(c * KH + a) * KW + b`` holds input pixel (c, i*stride - padding + a, j*stride - padding + b)
-for every output position, column ``(n * OH + i) * OW + j``; so
+``stride`` with zero padding ``pad_top`` above and ``pad_left`` left of the image (below and
+right: as far as the OH x OW windows reach), the column matrix ``cols`` has shape
+(C * KH * KW, N * OH * OW). Row ``(c * KH + a) * KW + b`` holds input pixel
+(c, i*stride - pad_top + a, j*stride - pad_left + b) for every output position, column
+``(n * OH + i) * OW + j``; so
 ``w.reshape(OC, -1) @ cols`` is the convolution output in (OC, N, OH, OW) order.
 
 The kernels are serial on purpose: on a 2-core machine, Numba worker threads running next to
@@ -15,28 +17,31 @@ import numba
 
 
 @numba.njit(cache=True, nogil=True)
-def _valid_cols(b, stride, padding, ow, w):
-    """First and one-past-last output column j whose input column j*stride-padding+b is inside
+def _valid_cols(b, stride, pad_left, ow, w):
+    """First and one-past-last output column j whose input column j*stride-pad_left+b is inside
     [0, w)."""
     j_lo = 0
-    while j_lo < ow and j_lo * stride - padding + b < 0:
+    while j_lo < ow and j_lo * stride - pad_left + b < 0:
         j_lo += 1
     j_hi = ow
-    while j_hi > j_lo and (j_hi - 1) * stride - padding + b >= w:
+    while j_hi > j_lo and (j_hi - 1) * stride - pad_left + b >= w:
         j_hi -= 1
     return j_lo, j_hi
 
 
 @numba.njit(cache=True, nogil=True)
-def im2col(x, kh, kw, stride, padding, oh, ow, cols):
+def im2col(x, kh, kw, stride, pad_top, pad_left, oh, ow, cols):
     """Unfold receptive fields into columns (Caffe's layout, one batch-wide matrix).
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W), float32 or float64, C-contiguous. IN.
     kh, kw : int. Kernel height and width.
-    stride, padding : int. Step and zero padding (same on every side).
-    oh, ow : int. Output height and width, ``(H + 2*padding - kh) // stride + 1``.
+    stride : int. Step.
+    pad_top, pad_left : int. Zero padding above and left of the image; the padding below and
+        right is whatever ``oh`` and ``ow`` reach (window positions past the image read 0).
+    oh, ow : int. Output height and width, e.g.
+        ``(H + pad_top + pad_bottom - kh) // stride + 1``.
     cols : ndarray, shape (C * kh * kw, N * oh * ow), dtype of ``x``. OUT, fully written.
     """
     n_img, n_ch, h, w = x.shape
@@ -45,31 +50,31 @@ def im2col(x, kh, kw, stride, padding, oh, ow, cols):
         for a in range(kh):
             for b in range(kw):
                 k = (c * kh + a) * kw + b
-                j_lo, j_hi = _valid_cols(b, stride, padding, ow, w)
+                j_lo, j_hi = _valid_cols(b, stride, pad_left, ow, w)
                 for n in range(n_img):
                     for i in range(oh):
                         base = n * p + i * ow
-                        y = i * stride - padding + a
+                        y = i * stride - pad_top + a
                         if y < 0 or y >= h:
                             for j in range(ow):
                                 cols[k, base + j] = 0.0
                             continue
                         for j in range(j_lo):
                             cols[k, base + j] = 0.0
-                        x0 = b - padding
+                        x0 = b - pad_left
                         for j in range(j_lo, j_hi):
                             cols[k, base + j] = x[n, c, y, j * stride + x0]
                         for j in range(j_hi, ow):
                             cols[k, base + j] = 0.0
 
 @numba.njit(cache=True, nogil=True)
-def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+def col2im(cols, kh, kw, stride, pad_top, pad_left, oh, ow, dx):
     """Fold columns back, adding overlapping receptive fields (the adjoint of :func:`im2col`).
 
     Parameters
     ----------
     cols : ndarray, shape (C * kh * kw, N * oh * ow), float32 or float64. IN.
-    kh, kw, stride, padding, oh, ow : int. As in :func:`im2col`.
+    kh, kw, stride, pad_top, pad_left, oh, ow : int. As in :func:`im2col`.
     dx : ndarray, shape (N, C, H, W), dtype of ``cols``. OUT, fully written (zeroed first).
     """
     n_img, n_ch, h, w = dx.shape
@@ -79,11 +84,11 @@ def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
         for a in range(kh):
             for b in range(kw):
                 k = (c * kh + a) * kw + b
-                j_lo, j_hi = _valid_cols(b, stride, padding, ow, w)
-                x0 = b - padding
+                j_lo, j_hi = _valid_cols(b, stride, pad_left, ow, w)
+                x0 = b - pad_left
                 for n in range(n_img):
                     for i in range(oh):
-                        y = i * stride - padding + a
+                        y = i * stride - pad_top + a
                         if y < 0 or y >= h:
                             continue
                         base = n * p + i * ow

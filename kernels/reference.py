@@ -7,9 +7,16 @@ arguments.
 import numpy as np
 
 
-def im2col(x, kh, kw, stride, padding, oh, ow, cols):
+def _pads(h, w, kh, kw, stride, pad_top, pad_left, oh, ow):
+    """(bottom, right) zero padding that ``oh`` x ``ow`` windows reach past the image."""
+    return (max(0, (oh - 1) * stride + kh - h - pad_top),
+            max(0, (ow - 1) * stride + kw - w - pad_left))
+
+
+def im2col(x, kh, kw, stride, pad_top, pad_left, oh, ow, cols):
     n_img, n_ch, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    pb, pr = _pads(h, w, kh, kw, stride, pad_top, pad_left, oh, ow)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad_top, pb), (pad_left, pr)))
     col = 0
     for n in range(n_img):
         for i in range(oh):
@@ -19,9 +26,10 @@ def im2col(x, kh, kw, stride, padding, oh, ow, cols):
                 col += 1
 
 
-def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+def col2im(cols, kh, kw, stride, pad_top, pad_left, oh, ow, dx):
     n_img, n_ch, h, w = dx.shape
-    dxp = np.zeros((n_img, n_ch, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    pb, pr = _pads(h, w, kh, kw, stride, pad_top, pad_left, oh, ow)
+    dxp = np.zeros((n_img, n_ch, h + pad_top + pb, w + pad_left + pr), dtype=cols.dtype)
     col = 0
     for n in range(n_img):
         for i in range(oh):
@@ -29,15 +37,15 @@ def col2im(cols, kh, kw, stride, padding, oh, ow, dx):
                 dxp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += (
                     cols[:, col].reshape(n_ch, kh, kw))
                 col += 1
-    dx[...] = dxp[:, :, padding:padding + h, padding:padding + w]
+    dx[...] = dxp[:, :, pad_top:pad_top + h, pad_left:pad_left + w]
 
 
 def im2col_valid(x, kh, kw, oh, ow, cols):
-    im2col(x, kh, kw, 1, 0, oh, ow, cols)
+    im2col(x, kh, kw, 1, 0, 0, oh, ow, cols)
 
 
 def col2im_valid(cols, kh, kw, oh, ow, dx):
-    col2im(cols, kh, kw, 1, 0, oh, ow, dx)
+    col2im(cols, kh, kw, 1, 0, 0, oh, ow, dx)
 
 
 def maxpool2d_forward(x, size, stride, oh, ow, y, arg):
@@ -239,7 +247,8 @@ def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
 def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt):
     rowptr = np.append(split_k[:, 0], split_k[-1, -1]) if split_k.shape[0] else np.zeros(1, int)
     w = _dense_weights(words, rowptr, index_bits, codebook, xt.shape[0])
-    yt[...] = w @ xt.astype(np.float64)
+    r0, r1 = blocks[0], blocks[-1]
+    yt[r0:r1] = (w @ xt.astype(np.float64))[r0:r1]
 
 
 def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,

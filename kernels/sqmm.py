@@ -349,12 +349,15 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
     ----------
     words : ndarray, shape (m,), uint8, uint16 or uint32, contiguous. IN: packed entries.
     split_k, split_col : ndarray, shape (out, n_tiles + 1), int64. IN: from :func:`sq_col_split`.
-    blocks : ndarray, shape (n_blocks + 1,), int64. IN: row-block boundaries.
+    blocks : ndarray, shape (n_blocks + 1,), int64. IN: row-block boundaries; the product
+        covers rows ``blocks[0]`` to ``blocks[-1] - 1`` (all rows, or a range of them, e.g. one
+        group of a grouped convolution).
     index_bits : int, 1..16. IN: width of the gap field.
     codebook : ndarray, shape (2**wb,), float32. IN: shared weights, ``codebook[0] == 0``.
     xt : ndarray, shape (in, N), float32, C-contiguous. IN.
     block_n : int >= 1. IN: columns of ``Xt`` per task.
-    yt : ndarray, shape (out, N), float32, C-contiguous. OUT: every element written.
+    yt : ndarray, shape (out, N), float32, C-contiguous. OUT: every element of the rows
+        ``blocks[0]`` to ``blocks[-1] - 1`` written, the other rows untouched.
 
     Notes
     -----
@@ -372,7 +375,7 @@ def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, blo
         # Wide Xt (a convolution's im2col columns): threads take chunks of columns, all rows,
         # so Xt is read once (by row blocks, every block would stream all of Xt again).
         for j in prange(n_chunks):
-            _matmul_t_task(words, split_k, split_col, 0, yt.shape[0], j * block_n,
+            _matmul_t_task(words, split_k, split_col, blocks[0], blocks[n_blocks], j * block_n,
                            min(n, (j + 1) * block_n), index_bits, codebook, xt, yt)
         return
     for b in prange(n_blocks):

@@ -519,7 +519,7 @@ def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, 
     n_chunks = (n + block_n - 1) // block_n
     if n_chunks >= n_blocks:  # wide Xt: chunks of columns, all rows (see sq_matmul_t)
         for j in prange(n_chunks):
-            _matmul_t_task(words, split_k, split_col, 0, yt.shape[0], j * block_n,
+            _matmul_t_task(words, split_k, split_col, blocks[0], blocks[n_blocks], j * block_n,
                            min(n, (j + 1) * block_n), index_bits, codebook, xt, yt)
         return
     for b in prange(n_blocks):

@@ -10,6 +10,11 @@ import numpy as np
 
 from dc_engine.io.data import MNIST_FILES
 
+EPS = 1e-6
+"""Step of the central differences."""
+TOL = 1e-6
+"""Largest relative error of an analytic gradient against central differences (float64)."""
+
 CODES = {"u1": 0x08, "i1": 0x09, ">i2": 0x0B, ">i4": 0x0C, ">f4": 0x0D, ">f8": 0x0E}
 """IDX dtype codes by NumPy dtype string."""
 
@@ -58,3 +63,84 @@ def prune_toml(rounds: int = 1) -> str:
                      for name, kept in TINY_KEPT.items())
     return (f"[prune]\nrounds = {rounds}\nval_size = 16\nseed = 0\n\n"
             f"[prune.retrain]\nepochs = 1\n{layers}")
+
+
+# --------------------------------------------------------------- gradient checks
+
+
+def numerical_grad(loss, a: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Central differences of the scalar ``loss()`` with respect to ``a`` (perturbed in place)."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        up = loss()
+        a[idx] = old - eps
+        down = loss()
+        a[idx] = old
+        g[idx] = (up - down) / (2 * eps)
+    return g
+
+
+def rel_error(num: np.ndarray, ana: np.ndarray) -> float:
+    num, ana = np.asarray(num), np.asarray(ana)
+    assert num.shape == ana.shape
+    return float(np.max(np.abs(num - ana))
+                 / max(1e-8, np.max(np.abs(num)) + np.max(np.abs(ana))))
+
+
+def assert_grad(num, ana, what):
+    err = rel_error(num, ana)
+    assert err < TOL, f"{what}: relative error {err:.3g} >= {TOL}"
+    # Guard against comparing two zero arrays: the check must be able to fail.
+    assert np.max(np.abs(num)) > 1e-3, f"{what}: gradient is (nearly) zero, check is vacuous"
+
+
+def check_layer_grads(layer, x, rng, params=("W", "b")):
+    """Finite-difference check of dx and every named parameter for L = sum(y * R)."""
+    y = layer.forward(x, train=True)
+    r = rng.standard_normal(y.shape)
+    layer.zero_grad()
+    dx = layer.backward(r)
+    grads = {name: layer.grads[name].copy() for name in params}
+
+    def loss():
+        return float(np.sum(layer.forward(x, train=True) * r))
+
+    assert_grad(numerical_grad(loss, x), dx, f"{layer.type_name} dx")
+    for name in params:
+        assert_grad(numerical_grad(loss, layer.params[name]), grads[name],
+                    f"{layer.type_name} d{name}")
+
+
+def distinct_values(rng, shape, gap=1e-2):
+    """A random permutation of evenly spaced values: no ties, neighbours ``gap`` apart."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * gap).reshape(shape)
+
+
+def naive_conv(x, w, b, stride, padding, groups=1):
+    """Direct cross-correlation with loops (float64); ``padding`` an int or (top, left,
+    bottom, right); ``w`` of shape (oc, c / groups, k, k)."""
+    n, c, h, wd = x.shape
+    oc, cg, k, _ = w.shape
+    top, left, bottom, right = (padding,) * 4 if isinstance(padding, int) else padding
+    xp = np.zeros((n, c, h + top + bottom, wd + left + right))
+    xp[:, :, top:top + h, left:left + wd] = x
+    oh = (h + top + bottom - k) // stride + 1
+    ow = (wd + left + right - k) // stride + 1
+    y = np.zeros((n, oc, oh, ow))
+    ocg = oc // groups
+    for s in range(n):
+        for o in range(oc):
+            g = o // ocg
+            for i in range(oh):
+                for j in range(ow):
+                    acc = b[o]
+                    for ch in range(cg):
+                        for a in range(k):
+                            for bb in range(k):
+                                acc += (w[o, ch, a, bb]
+                                        * xp[s, g * cg + ch, i * stride + a, j * stride + bb])
+                    y[s, o, i, j] = acc
+    return y

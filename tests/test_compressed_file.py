@@ -666,6 +666,16 @@ def test_bad_architecture_attribute(small_file, edit, match, layer):
     load_fails(path, match, layer)
 
 
+def test_left_out_hyperparameters_take_their_defaults(small_file):
+    """A file may leave out a hyperparameter that has a default (hyperparameters added later
+    have one, so older files keep loading): here the conv's padding 1 becomes 0, and the
+    model then no longer chains."""
+    path, _ = small_file
+    edit_architecture(path, lambda d: _set(row(d, "conv"), 2, {
+        "in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2}))
+    load_fails(path, r"do not form a model.*fc1: expects \(18,\) per sample, got \(8,\)")
+
+
 @pytest.mark.parametrize("layer, hp, match", [
     ("fc1", {"in_features": 18.0, "out_features": 4}, "bad hyperparameters"),
     ("fc1", {"in_features": True, "out_features": 4}, "bad hyperparameters"),
@@ -677,8 +687,11 @@ def test_bad_architecture_attribute(small_file, edit, match, layer):
               "padding": 1}, "bad hyperparameters"),
     ("conv", {"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2,
               "padding": -1}, "bad hyperparameters"),
-    ("conv", {"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2},
-     "bad hyperparameters"),
+    ("conv", {"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2,
+              "padding": 1, "groups": 2}, "bad hyperparameters.*divisible by groups"),
+    ("conv", {"in_channels": 1, "out_channels": 2, "kernel_size": 3, "stride": 2,
+              "padding": [1, 1, 1]}, "bad hyperparameters.*top, left, bottom, right"),
+    ("conv", {"kernel_size": 3, "out_channels": 2}, "bad hyperparameters.*required"),
     ("conv", {"in_channels": 1, "out_channels": 2, "kernel_size": 2, "stride": 2,
               "padding": 1}, r"need \(2, 1, 2, 2\)"),
     ("relu1", {"slope": 0.1}, "bad hyperparameters"),

@@ -12,85 +12,9 @@ from dc_engine.core.losses import softmax_cross_entropy
 from dc_engine.core.model import Model
 from dc_engine.core.zoo import lenet5, lenet_300_100
 
-EPS = 1e-6
-TOL = 1e-6
+from _helpers import assert_grad, check_layer_grads, distinct_values, naive_conv, numerical_grad
+
 CONV_COMBOS = [(1, 0), (1, 1), (2, 0), (2, 1), (1, 2), (2, 2), (3, 1)]  # (stride, padding)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def numerical_grad(loss, a: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Central differences of the scalar ``loss()`` with respect to ``a`` (perturbed in place)."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        up = loss()
-        a[idx] = old - eps
-        down = loss()
-        a[idx] = old
-        g[idx] = (up - down) / (2 * eps)
-    return g
-
-
-def rel_error(num: np.ndarray, ana: np.ndarray) -> float:
-    num, ana = np.asarray(num), np.asarray(ana)
-    assert num.shape == ana.shape
-    return float(np.max(np.abs(num - ana))
-                 / max(1e-8, np.max(np.abs(num)) + np.max(np.abs(ana))))
-
-
-def assert_grad(num, ana, what):
-    err = rel_error(num, ana)
-    assert err < TOL, f"{what}: relative error {err:.3g} >= {TOL}"
-    # Guard against comparing two zero arrays: the check must be able to fail.
-    assert np.max(np.abs(num)) > 1e-3, f"{what}: gradient is (nearly) zero, check is vacuous"
-
-
-def check_layer_grads(layer, x, rng, params=("W", "b")):
-    """Finite-difference check of dx and every named parameter for L = sum(y * R)."""
-    y = layer.forward(x, train=True)
-    r = rng.standard_normal(y.shape)
-    layer.zero_grad()
-    dx = layer.backward(r)
-    grads = {name: layer.grads[name].copy() for name in params}
-
-    def loss():
-        return float(np.sum(layer.forward(x, train=True) * r))
-
-    assert_grad(numerical_grad(loss, x), dx, f"{layer.type_name} dx")
-    for name in params:
-        assert_grad(numerical_grad(loss, layer.params[name]), grads[name],
-                    f"{layer.type_name} d{name}")
-
-
-def distinct_values(rng, shape, gap=1e-2):
-    """A random permutation of evenly spaced values: no ties, neighbours ``gap`` apart."""
-    n = int(np.prod(shape))
-    return ((rng.permutation(n) - n / 2) * gap).reshape(shape)
-
-
-def naive_conv(x, w, b, stride, padding):
-    """Direct cross-correlation with loops (float64)."""
-    n, c, h, wd = x.shape
-    oc, _, k, _ = w.shape
-    xp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding))
-    xp[:, :, padding:padding + h, padding:padding + wd] = x
-    oh = (h + 2 * padding - k) // stride + 1
-    ow = (wd + 2 * padding - k) // stride + 1
-    y = np.zeros((n, oc, oh, ow))
-    for s in range(n):
-        for o in range(oc):
-            for i in range(oh):
-                for j in range(ow):
-                    acc = b[o]
-                    for ch in range(c):
-                        for a in range(k):
-                            for bb in range(k):
-                                acc += w[o, ch, a, bb] * xp[s, ch, i * stride + a, j * stride + bb]
-                    y[s, o, i, j] = acc
-    return y
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -446,3 +370,59 @@ def test_zoo_forward_shapes(rng):
     for make in (lenet5, lenet_300_100):
         y = make().forward(x)
         assert y.shape == (2, 10) and y.dtype == np.float32
+
+
+# ------------------------------------------------------- grouped and unevenly padded conv
+
+
+@pytest.mark.parametrize("groups,padding,stride", [(2, 0, 1), (2, (1, 0, 2, 1), 1),
+                                                   (3, (0, 2, 1, 0), 2), (1, (2, 1, 0, 0), 1)])
+def test_conv2d_groups_and_uneven_padding(rng, groups, padding, stride):
+    layer = Conv2D(6, 3 * groups, 3, stride=stride, padding=padding, groups=groups, rng=rng,
+                   dtype=np.float64)
+    assert layer.params["W"].shape == (3 * groups, 6 // groups, 3, 3)
+    layer.params["b"][:] = rng.standard_normal(3 * groups)
+    x = rng.standard_normal((2, 6, 5, 6))
+    want = naive_conv(x, layer.params["W"], layer.params["b"], stride, padding, groups)
+    got = layer.forward(x)
+    assert got.shape == want.shape == (2, *layer.output_shape((6, 5, 6)))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    check_layer_grads(layer, x, rng)
+    hp = layer.hyperparameters
+    assert hp.get("groups", 1) == groups
+    assert hp["padding"] == (padding if isinstance(padding, int) else list(padding)) \
+        or hp["padding"] == padding[0]
+    again = Conv2D(**hp, params=layer.params)
+    np.testing.assert_array_equal(again.forward(x), got)
+
+
+def test_conv2d_old_hyperparameters_are_unchanged():
+    """An ungrouped, evenly padded conv lists exactly the keys files always held."""
+    hp = Conv2D(2, 4, 3, stride=2, padding=1).hyperparameters
+    assert hp == {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "stride": 2,
+                  "padding": 1}
+    assert Conv2D(2, 4, 3, padding=[1, 1, 1, 1]).hyperparameters["padding"] == 1
+
+
+@pytest.mark.parametrize("bad, exc", [(dict(groups=3), ValueError), (dict(groups=0), ValueError),
+                                      (dict(padding=[1, 2]), ValueError),
+                                      (dict(padding=[1, 2, 3, -1]), ValueError),
+                                      (dict(padding=1.5), TypeError)])
+def test_conv2d_rejects_bad_groups_and_padding(bad, exc):
+    with pytest.raises(exc):
+        Conv2D(4, 4, 3, **bad)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_compressed_grouped_conv_runs_like_its_decode(rng, groups):
+    from dc_engine.runtime import CompressedMatrix
+
+    layer = Conv2D(8, 8, 3, padding=(1, 0, 0, 1), groups=groups, rng=rng)
+    w = layer.params["W"]
+    w[rng.random(w.shape) < 0.6] = 0.0
+    m = CompressedMatrix.from_dense(w.reshape(8, -1), weight_bits=5)
+    dense = Conv2D(**layer.hyperparameters, params={"W": m.to_dense().reshape(w.shape),
+                                                    "b": layer.params["b"]})
+    layer.set_param("W", m)
+    x = rng.standard_normal((3, 8, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(layer.forward(x), dense.forward(x), rtol=1e-5, atol=1e-5)

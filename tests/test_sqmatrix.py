@@ -230,3 +230,29 @@ def _codes(w, weight_bits):
     idx.flat[nz] = codes
     codebook[codes] = w.flat[nz]
     return idx, codebook
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 30), st.integers(1, 70),
+       st.integers(1, 4))
+def test_matmul_t_of_row_ranges(seed, out_rows, n_in, n, groups):
+    """Rows r0..r1 of ``W @ xt`` (a grouped convolution's groups) equal those rows of the whole
+    product and leave the other rows of ``out`` as they were, on both kernel families."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((out_rows, n_in)) * (rng.random((out_rows, n_in)) < 0.4))
+    m = CompressedMatrix.from_dense(w.astype(np.float32), weight_bits=4, index_bits=2)
+    xt = rng.standard_normal((n_in, n)).astype(np.float32)
+    want = m.to_dense().astype(np.float64) @ xt.astype(np.float64)
+    for simd in {False, m.simd}:
+        m.simd = simd
+        bounds = np.linspace(0, out_rows, groups + 1).astype(int)
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            out = np.full((out_rows, n), np.nan, dtype=np.float32)
+            got = m.matmul_t(xt, rows=(r0, r1), out=out)
+            assert got is out
+            np.testing.assert_allclose(got[r0:r1], want[r0:r1], rtol=1e-4,
+                                       atol=1e-4 * (np.abs(want).max() + 1))
+            assert np.isnan(np.delete(got, np.s_[r0:r1], axis=0)).all()
+    with pytest.raises(ValueError, match="rows"):
+        m.matmul_t(xt, rows=(1, out_rows + 1))
+    with pytest.raises(ValueError, match="out must be"):
+        m.matmul_t(xt, out=np.zeros((out_rows + 1, n), np.float32))

@@ -274,28 +274,38 @@ class CompressedMatrix:
         work, entries x columns, is below :data:`SERIAL_ENTRIES`."""
         return self.words.size * max(n, 1) < SERIAL_ENTRIES
 
-    def _row_blocks(self, n: int = 1, threads: int | None = None) -> np.ndarray:
+    def _row_blocks(self, n: int = 1, threads: int | None = None,
+                    rows: tuple[int, int] | None = None) -> np.ndarray:
         """Row blocks for ``n`` columns of input: one (the calling thread) when
         :meth:`serial`; else blocks for ``threads``
         threads (default ``numba.get_num_threads()``, a slow call from Python; the model's
-        batch-1 path asks once per model call and passes it)."""
+        batch-1 path asks once per model call and passes it). ``rows = (r0, r1)``: blocks of
+        those rows only."""
         if self.serial(n):
             threads = 1
         elif threads is None:
             threads = numba.get_num_threads()
-        blocks = self._blocks.get(threads)
+        key = threads if rows is None else (threads, *rows)
+        blocks = self._blocks.get(key)
         if blocks is None:
-            blocks = kernels.sq_row_blocks(self.rowptr, BLOCKS_PER_THREAD * threads
-                                           if threads > 1 else 1)
-            self._blocks[threads] = blocks
+            n_blocks = BLOCKS_PER_THREAD * threads if threads > 1 else 1
+            if rows is None:
+                blocks = kernels.sq_row_blocks(self.rowptr, n_blocks)
+            else:
+                r0, r1 = rows
+                sub = self.rowptr[r0:r1 + 1] - self.rowptr[r0]
+                blocks = (kernels.sq_row_blocks(sub, n_blocks) + r0 if r1 > r0
+                          else np.array([r0, r0], dtype=np.int64))
+            self._blocks[key] = blocks
         return blocks
 
-    def _plan(self, n: int) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
+    def _plan(self, n: int, rows: tuple[int, int] | None = None
+              ) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
         """Row blocks, columns per task and column split of :meth:`matmul_t` for ``n``
-        columns. Wide inputs (convolutions) go to threads in chunks of columns
-        (:func:`kernels.sq_matmul_t`); there, chunks of up to :data:`WIDE_BLOCK_N` columns
-        amortise the per-row work of a chunk."""
-        blocks = self._row_blocks(n)
+        columns (of the rows ``rows``, default all). Wide inputs (convolutions) go to threads in
+        chunks of columns (:func:`kernels.sq_matmul_t`); there, chunks of up to
+        :data:`WIDE_BLOCK_N` columns amortise the per-row work of a chunk."""
+        blocks = self._row_blocks(n, rows=rows)
         block_n = min(WIDE_BLOCK_N, max(BLOCK_N, n // max(1, blocks.size - 1)))
         return blocks, block_n, self._col_split(n, block_n)
 
@@ -380,7 +390,8 @@ class CompressedMatrix:
             kernels.sq_matvec(self.words, self.rowptr, blocks, self.index_bits, self.codebook,
                               x, y)
 
-    def matmul_t(self, xt) -> np.ndarray:
+    def matmul_t(self, xt, rows: tuple[int, int] | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
         """``W @ xt``: the transposed batch form (Dense at batch N with ``xt = x.T``, or a
         convolution with ``xt`` the im2col matrix and ``W`` the reshaped conv weight).
 
@@ -389,28 +400,46 @@ class CompressedMatrix:
         xt : ndarray, float32, shape (in, N). Fastest C-contiguous and, for the AVX-512
             kernel, 64-byte aligned with N a multiple of 16 (:func:`aligned_empty`); other
             inputs are copied to C order, never to an aligned buffer.
+        rows : (int, int), optional. Only the rows ``r0 <= r < r1`` of ``W`` (one group of a
+            grouped convolution, whose ``xt`` is that group's columns).
+        out : ndarray, float32, shape (out, N), C-contiguous, optional. Where to write: with
+            ``rows``, only those rows of it are written.
 
         Returns
         -------
-        ndarray, float32, shape (out, N).
+        ndarray, float32, shape (out, N): ``out`` when given. Without ``rows``, every element
+        is written; with ``rows``, the others are whatever ``out`` held (uninitialised for a
+        new array).
 
         Raises
         ------
         TypeError
-            ``xt`` is not float32.
+            ``xt`` or ``out`` is not float32.
         ValueError
-            ``xt`` is not 2-D or its first axis is not ``in``.
+            ``xt`` is not 2-D or its first axis is not ``in``; ``out`` of the wrong shape or
+            not C-contiguous; ``rows`` not within ``0 <= r0 <= r1 <= out``.
         """
         xt = self._input(xt, "xt")
-        out, n_in = self.shape
+        n_out, n_in = self.shape
         if xt.ndim != 2 or xt.shape[0] != n_in:
             raise ValueError(f"xt must have shape ({n_in}, N) for a {self.shape} matrix, got "
                              f"{xt.shape}; pass x.T for a batch x of shape (N, {n_in})")
         xt = np.ascontiguousarray(xt)
-        yt = np.empty((out, xt.shape[1]), dtype=np.float32)
-        if xt.shape[1] == 0 or out == 0:
+        if out is None:
+            yt = np.empty((n_out, xt.shape[1]), dtype=np.float32)
+        else:
+            yt = self._input(out, "out")
+            if yt.shape != (n_out, xt.shape[1]) or not yt.flags.c_contiguous:
+                raise ValueError(f"out must be a C-contiguous array of shape "
+                                 f"{(n_out, xt.shape[1])}, got {yt.shape}")
+        if rows is not None:
+            r0, r1 = (int(r) for r in rows)
+            if not 0 <= r0 <= r1 <= n_out:
+                raise ValueError(f"rows must satisfy 0 <= r0 <= r1 <= {n_out}, got {rows}")
+            rows = (r0, r1)
+        if xt.shape[1] == 0 or n_out == 0 or (rows is not None and rows[0] == rows[1]):
             return yt
-        blocks, block_n, (split_k, split_col) = self._plan(xt.shape[1])
+        blocks, block_n, (split_k, split_col) = self._plan(xt.shape[1], rows)
         product = kernels.sq_matmul_t_avx512 if self._simd else kernels.sq_matmul_t
         product(self.words, split_k, split_col, blocks, self.index_bits, self.codebook, xt,
                 block_n, yt)

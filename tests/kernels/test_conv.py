@@ -15,40 +15,50 @@ DTYPES = [np.float32, np.float64]
 
 @st.composite
 def conv_cases(draw):
-    """A valid (x shape, kh, kw, stride, padding, dtype, seed) for a convolution window."""
+    """A valid (x shape, kh, kw, stride, padding, dtype, seed) for a convolution window;
+    ``padding`` is an int (every side) or (top, left, bottom, right)."""
     n = draw(st.integers(0, 3))
     c = draw(st.integers(1, 3))
     h = draw(st.integers(1, 9))
     w = draw(st.integers(1, 9))
-    padding = draw(st.integers(0, 2))
+    if draw(st.booleans()):
+        padding = draw(st.integers(0, 2))
+        pads = (padding,) * 4
+    else:
+        padding = pads = tuple(draw(st.lists(st.integers(0, 3), min_size=4, max_size=4)))
     stride = draw(st.integers(1, 3))
-    kh = draw(st.integers(1, min(4, h + 2 * padding)))
-    kw = draw(st.integers(1, min(4, w + 2 * padding)))
+    kh = draw(st.integers(1, min(4, h + pads[0] + pads[2])))
+    kw = draw(st.integers(1, min(4, w + pads[1] + pads[3])))
     dtype = draw(st.sampled_from(DTYPES))
     seed = draw(st.integers(0, 2**32 - 1))
     return (n, c, h, w), kh, kw, stride, padding, dtype, seed
 
 
+def _pads(padding):
+    return (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+
+
 def _out_hw(shape, kh, kw, stride, padding):
     _, _, h, w = shape
-    oh = kernels.conv_output_size(h, kh, stride, padding)
-    ow = kernels.conv_output_size(w, kw, stride, padding)
-    return oh, ow
+    top, left, bottom, right = _pads(padding)
+    return (h + top + bottom - kh) // stride + 1, (w + left + right - kw) // stride + 1
 
 
 def _im2col(fn, x, kh, kw, stride, padding):
     oh, ow = _out_hw(x.shape, kh, kw, stride, padding)
     n, c = x.shape[:2]
+    top, left = _pads(padding)[:2]
     # NaN-filled so that an entry the function forgets to write shows up.
     cols = np.full((c * kh * kw, n * oh * ow), np.nan, dtype=x.dtype)
-    fn(x, kh, kw, stride, padding, oh, ow, cols)
+    fn(x, kh, kw, stride, top, left, oh, ow, cols)
     return cols
 
 
 def _col2im(fn, cols, shape, kh, kw, stride, padding):
     oh, ow = _out_hw(shape, kh, kw, stride, padding)
+    top, left = _pads(padding)[:2]
     dx = np.full(shape, np.nan, dtype=cols.dtype)
-    fn(cols, kh, kw, stride, padding, oh, ow, dx)
+    fn(cols, kh, kw, stride, top, left, oh, ow, dx)
     return dx
 
 
@@ -102,6 +112,14 @@ def test_im2col_known_layout():
     x = np.arange(9, dtype=np.float64).reshape(1, 1, 3, 3)
     cols = _im2col(kernels.im2col, x, 2, 2, 1, 0)
     want = np.array([[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8]], dtype=np.float64)
+    np.testing.assert_array_equal(cols, want)
+
+
+def test_im2col_asymmetric_padding_known_layout():
+    # 2x2 image, 2x2 kernel, one row of zeros above and one column to the right only.
+    x = np.arange(1, 5, dtype=np.float64).reshape(1, 1, 2, 2)
+    cols = _im2col(kernels.im2col, x, 2, 2, 1, (1, 0, 0, 1))
+    want = np.array([[0, 0, 1, 2], [0, 0, 2, 0], [1, 2, 3, 4], [2, 0, 4, 0]], dtype=np.float64)
     np.testing.assert_array_equal(cols, want)
 
 

@@ -54,8 +54,8 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 
 
 def hyperparameter_names(cls: type[Layer]) -> tuple[str, ...]:
-    """The constructor arguments a layer type stores as hyperparameters (all but ``name``,
-    ``rng``, ``dtype`` and ``params``)."""
+    """The constructor arguments a layer type takes as hyperparameters (all but ``name``,
+    ``rng``, ``dtype``, ``params`` and ``inputs``)."""
     sig = inspect.signature(cls.__init__)
     return tuple(k for k in list(sig.parameters)[1:] if k not in RESERVED_HYPERPARAMETERS)
 
@@ -68,15 +68,20 @@ def layer_param_shapes(type_name: str, hyperparameters: dict) -> dict[str, tuple
     KeyError
         Unknown layer type.
     TypeError, ValueError
-        Hyperparameters that are not exactly the layer's (a file written by dc-engine stores
-        every one; the reserved keys ``name``, ``rng``, ``dtype`` and ``params`` never come
-        from a file), or values the layer rejects.
+        A key the layer does not take (the reserved ``name``, ``rng``, ``dtype``, ``params``
+        and ``inputs`` never come from a file), a required one missing (those without a
+        default: hyperparameters added later have defaults, so older files still load), or
+        values the layer rejects.
     """
     cls = LAYER_TYPES[type_name]
+    sig = inspect.signature(cls.__init__)
     names = hyperparameter_names(cls)
-    if set(hyperparameters) != set(names):
-        raise ValueError(f"a {type_name} layer's hyperparameters are {sorted(names)}, got "
-                         f"{sorted(hyperparameters)}")
+    unknown = sorted(set(hyperparameters) - set(names))
+    required = {k for k in names if sig.parameters[k].default is inspect.Parameter.empty}
+    missing = sorted(required - set(hyperparameters))
+    if unknown or missing:
+        raise ValueError(f"a {type_name} layer's hyperparameters are {sorted(names)} "
+                         f"(required: {sorted(required)}), got {sorted(hyperparameters)}")
     return cls.param_shapes(**hyperparameters)
 
 

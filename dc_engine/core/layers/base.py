@@ -12,7 +12,7 @@ from ..._validate import check_int
 
 FLOAT_DTYPES = (np.float32, np.float64)
 """The dtypes a layer computes in."""
-RESERVED_HYPERPARAMETERS = ("name", "rng", "dtype", "params")
+RESERVED_HYPERPARAMETERS = ("name", "rng", "dtype", "params", "inputs")
 """Constructor arguments that are never stored as hyperparameters (files may not set them)."""
 
 
@@ -68,8 +68,15 @@ class Layer:
     weight_name: str | None = None
     """The parameter that pruning, weight sharing and encoding act on (None: no weight)."""
 
-    def __init__(self, name: str | None = None):
+    arity: int | None = 1
+    """How many input tensors ``forward`` takes: 1 (an array), or None for any number >= 2
+    (a list of arrays; ``backward`` then returns a list)."""
+
+    _wiring_version = 0  # bumped whenever any layer's inputs change: models re-plan
+
+    def __init__(self, name: str | None = None, inputs: list[str] | None = None):
         self.name = name
+        self.inputs = inputs
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -91,6 +98,27 @@ class Layer:
     def hyperparameters(self) -> dict:
         """Constructor arguments (JSON-able scalars) that rebuild this layer."""
         return {}
+
+    @property
+    def inputs(self) -> list[str] | None:
+        """The names of the tensors this layer reads, in order: the model's input
+        (``"input"``) or other layers' names (a layer's output tensor is named after it).
+        None: the output of the layer before it in the model (or the model's input), which
+        makes a list of layers a chain."""
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value) -> None:
+        if value is not None:
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"{self.name or self.type_name}: inputs must be a list of "
+                                f"tensor names (str) or None, got {value!r}")
+            value = list(value)
+            if not value:
+                raise ValueError(f"{self.name or self.type_name}: inputs must name at least "
+                                 f"one tensor")
+        self._inputs = value
+        Layer._wiring_version += 1
 
     @property
     def dtype(self) -> np.dtype:

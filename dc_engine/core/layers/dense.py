@@ -26,8 +26,9 @@ class Dense(Layer):
     weight_name = "W"
 
     def __init__(self, in_features: int, out_features: int, rng=None, dtype=np.float32,
-                 name: str | None = None, params: dict | None = None):
-        super().__init__(name)
+                 name: str | None = None, params: dict | None = None,
+                 inputs: list[str] | None = None):
+        super().__init__(name, inputs)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         self._scratch = None

@@ -17,8 +17,9 @@ class Dropout(Layer):
 
     type_name = "Dropout"
 
-    def __init__(self, rate: float, name: str | None = None):
-        super().__init__(name)
+    def __init__(self, rate: float, name: str | None = None,
+                 inputs: list[str] | None = None):
+        super().__init__(name, inputs)
         self.rate = rate
         self.rng = np.random.default_rng(0)
 

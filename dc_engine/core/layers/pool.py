@@ -16,8 +16,9 @@ class MaxPool2D(Layer):
 
     type_name = "MaxPool2D"
 
-    def __init__(self, size: int, stride: int | None = None, name: str | None = None):
-        super().__init__(name)
+    def __init__(self, size: int, stride: int | None = None, name: str | None = None,
+                 inputs: list[str] | None = None):
+        super().__init__(name, inputs)
         self.size = positive_int(size, "size")
         self.stride = self.size if stride is None else positive_int(stride, "stride")
 
