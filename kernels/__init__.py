@@ -12,7 +12,13 @@ from .bitpack import pack_bits, unpack_bits
 from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
 from .huffman import huffman_decode, huffman_encode
 from .kmeans import assign_sorted, segment_sum
-from .pool import maxpool2d_backward, maxpool2d_forward
+from .pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2d_padded_forward,
+)
 from .sgd import sgd_momentum, sgd_momentum_masked
 from .sparse_index import count_entries, decode_relative, encode_relative
 from .sqmm import (
@@ -30,7 +36,8 @@ from .sqmm_avx512 import sq_matmul_t_avx512, sq_matvec_avx512
 
 __all__ = [
     "im2col", "col2im", "im2col_valid", "col2im_valid", "conv_output_size",
-    "maxpool2d_forward", "maxpool2d_backward", "shift_images", "sgd_momentum",
+    "maxpool2d_forward", "maxpool2d_backward", "maxpool2d_padded_forward",
+    "avgpool2d_forward", "avgpool2d_backward", "shift_images", "sgd_momentum",
     "sgd_momentum_masked", "assign_sorted", "segment_sum", "pack_bits", "unpack_bits",
     "count_entries", "encode_relative", "decode_relative",
     "huffman_encode", "huffman_decode",

@@ -72,6 +72,53 @@ def maxpool2d_backward(dy, arg, dx):
                     dx[n, c, k // w, k % w] += dy[n, c, i, j]
 
 
+def _window(i, j, kh, kw, stride, pad_top, pad_left, h, w):
+    """Window (i, j) clipped to the image: (r0, c0, rows slice, columns slice)."""
+    r0, c0 = i * stride - pad_top, j * stride - pad_left
+    return (r0, c0, slice(max(r0, 0), min(r0 + kh, h)), slice(max(c0, 0), min(c0 + kw, w)))
+
+
+def maxpool2d_padded_forward(x, kh, kw, stride, pad_top, pad_left, oh, ow, y, arg):
+    n_img, n_ch, h, w = x.shape
+    for i in range(oh):
+        for j in range(ow):
+            _, _, rows, cols = _window(i, j, kh, kw, stride, pad_top, pad_left, h, w)
+            for n in range(n_img):
+                for c in range(n_ch):
+                    win = x[n, c, rows, cols]
+                    a, b = np.unravel_index(np.argmax(win), win.shape)
+                    y[n, c, i, j] = win[a, b]
+                    arg[n, c, i, j] = (rows.start + a) * w + cols.start + b
+
+
+def _avg_divisor(r0, c0, kh, kw, h, w, pad_bottom, pad_right, count_include_pad):
+    if count_include_pad:  # the window clipped to the padded image
+        return (min(r0 + kh, h + pad_bottom) - r0) * (min(c0 + kw, w + pad_right) - c0)
+    return (min(r0 + kh, h) - max(r0, 0)) * (min(c0 + kw, w) - max(c0, 0))
+
+
+def avgpool2d_forward(x, kh, kw, stride, pad_top, pad_left, pad_bottom, pad_right,
+                      count_include_pad, oh, ow, y):
+    h, w = x.shape[2], x.shape[3]
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0, rows, cols = _window(i, j, kh, kw, stride, pad_top, pad_left, h, w)
+            div = _avg_divisor(r0, c0, kh, kw, h, w, pad_bottom, pad_right, count_include_pad)
+            y[:, :, i, j] = x[:, :, rows, cols].sum(axis=(2, 3), dtype=np.float64) / div
+
+
+def avgpool2d_backward(dy, kh, kw, stride, pad_top, pad_left, pad_bottom, pad_right,
+                       count_include_pad, dx):
+    h, w = dx.shape[2], dx.shape[3]
+    acc = np.zeros(dx.shape, dtype=np.float64)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            r0, c0, rows, cols = _window(i, j, kh, kw, stride, pad_top, pad_left, h, w)
+            div = _avg_divisor(r0, c0, kh, kw, h, w, pad_bottom, pad_right, count_include_pad)
+            acc[:, :, rows, cols] += dy[:, :, i, j, None, None] / div
+    dx[...] = acc
+
+
 def shift_images(x, shift_y, shift_x, out):
     n_img, n_ch, h, w = x.shape
     out[...] = 0
