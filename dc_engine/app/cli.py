@@ -404,10 +404,19 @@ def _cmd_sensitivity(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dc-engine`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    # A warning is one line for a user ("dc-engine: warning: ..."), not a source excerpt.
-    warnings.formatwarning = lambda message, *_, **__: f"{PROG}: warning: {message}\n"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # A warning is one line for a user ("dc-engine: warning: ..."), not a source excerpt; the
+    # formatter is put back afterwards (main may run inside another program, or a test).
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"{PROG}: warning: {message}\n"
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _run(args) -> int:
     from ..errors import ConfigError, DatasetError, DCFormatError
 
     commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
