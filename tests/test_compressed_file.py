@@ -263,11 +263,14 @@ records_strategy = st.lists(
               name=st.text(TEXT, min_size=0, max_size=6),
               type=st.sampled_from(sorted(LAYER_TYPES)),
               hyperparameters=st.dictionaries(
-                  st.text(TEXT, max_size=4).filter(lambda k: k not in ("name", "rng", "dtype")),
+                  st.text(TEXT, max_size=4).filter(
+                      lambda k: k not in ("name", "rng", "dtype", "params", "inputs")),
                   st.one_of(st.integers(-2**40, 2**40), st.text(TEXT, max_size=4),
                             st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
                             st.none()), max_size=3),
-              payload=st.one_of(st.none(), st.binary(min_size=1, max_size=300))),
+              payload=st.one_of(st.none(), st.binary(min_size=1, max_size=300)),
+              inputs=st.one_of(st.none(), st.lists(st.text(TEXT, max_size=4), min_size=1,
+                                                   max_size=3))),
     min_size=1, max_size=6, unique_by=lambda r: r.name)
 
 
@@ -280,7 +283,8 @@ def test_container_round_trip_of_arbitrary_records(tmp_path, records, name, inpu
     assert path == (tmp_path / "r.dc.h5").resolve()
     c = container.read(path)
     assert c.architecture == name and c.input_shape == tuple(input_shape)
-    assert c.version == COMPRESSED_VERSION and c.file_bytes == os.path.getsize(path)
+    graph = any(r.inputs is not None for r in records)
+    assert c.version == (2 if graph else 1) and c.file_bytes == os.path.getsize(path)
     assert c.layers == records
     with h5py.File(path, "r") as f:
         total = sum(len(r.payload) for r in records if r.payload is not None)
@@ -336,7 +340,7 @@ def test_layout_and_determinism(small_file, tmp_path):
     with h5py.File(path, "r") as f:
         assert sorted(f.attrs) == ["architecture", "format", "kind", "version"]
         assert f.attrs["format"] == b"dc-engine" and f.attrs["kind"] == b"compressed"
-        assert f.attrs["version"] == COMPRESSED_VERSION
+        assert f.attrs["version"] == 1  # a chain: the version older readers know
         assert f.attrs["version"].dtype == np.uint8
         doc = json.loads(f.attrs["architecture"].decode("utf-8"))
         assert doc["name"] == "small" and doc["input_shape"] == [1, 6, 6]
@@ -564,7 +568,7 @@ def test_flipped_bits_never_load_silently(small_file):
 
 
 @pytest.mark.parametrize("value, match", [
-    (np.uint8(COMPRESSED_VERSION + 1), r"version too new.*version <= 1.*version 2.*Upgrade"),
+    (np.uint8(COMPRESSED_VERSION + 1), r"version too new.*version <= 2.*version 3.*Upgrade"),
     (np.uint8(0), "unsupported compressed format version.*version 0"),
     (np.int64(-1), "unsupported compressed format version"),
     (np.float64(1.0), "bad attribute 'version'.*an integer"),
@@ -852,8 +856,8 @@ def test_failure_midway_keeps_old_file(small_file, monkeypatch):
     real = container._write
     temps = []
 
-    def flaky(tmp, arch, blob):
-        real(tmp, arch, blob)
+    def flaky(tmp, arch, blob, version):
+        real(tmp, arch, blob, version)
         temps.append(tmp)
         assert os.path.getsize(tmp) > 0 and Path(tmp).parent == path.parent
         raise RuntimeError("disk full (simulated)")

@@ -1,4 +1,10 @@
-"""A sequential model: a list of layers, a forward pass and a backward pass.
+"""The model: layers wired by named tensors, with a forward and a backward pass.
+
+A layer reads the tensors its ``inputs`` name (the model's input is ``"input"``, a layer's
+output is named after the layer) or, when ``inputs`` is None, the output of the layer before
+it: a plain list of layers is a chain, the simple case of the same machinery. Layers are
+listed in an order where every input comes first (a topological order); the model's output is
+the last layer's, or the tensor ``output`` names.
 
 One model type serves dense and compressed weights: a layer's weight is a float array or a
 compressed back end (:class:`dc_engine.core.layers.WeightBackend`), and the model runs either.
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -19,32 +26,60 @@ from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
 _FLOAT32 = np.dtype(np.float32)
 
+INPUT = "input"
+"""The name of the model's input tensor (no layer may have it)."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """A model's resolved graph: ``steps`` as ``(layer, input names)`` in order, the name of
+    the ``output`` tensor, the step after which each tensor is last read (``last_use``),
+    whether it is a plain chain (``sequential``), and the layers whose output depends on a
+    parameter (``trainable``: their input gradient is worth computing)."""
+
+    steps: tuple
+    output: str
+    last_use: dict
+    sequential: bool
+    trainable: frozenset
+
 
 class Model:
-    """Sequential network.
+    """A network of layers wired by named tensors (a chain when no layer names its inputs).
 
     Parameters
     ----------
-    layers : list of Layer. Names are made unique (``<type><k>`` where a layer has none).
+    layers : list of Layer, in an order where every layer's inputs come before it. Names are
+        made unique (``<type><k>`` where a layer has none); no layer may be named ``"input"``.
     input_shape : tuple of int. Shape of one sample, e.g. (1, 28, 28); checked at ``forward``.
     name : str, optional. The architecture's name, stored in files (e.g. "lenet-5").
+    output : str, optional. The tensor the model returns (default: the last layer's output).
 
     Attributes
     ----------
-    layers, input_shape, name : as given.
+    layers, input_shape, name, output : as given.
     metadata : dict. What a file stored with the model (training recipe, reports); empty for a
         new model.
 
+    Raises
+    ------
+    TypeError, ValueError
+        Not layers, duplicate names, inputs that name no earlier tensor, a layer given the
+        wrong number of inputs, or shapes that do not fit.
+
     Notes
     -----
-    Method names mean one thing across the package: :meth:`forward` gives logits,
+    Method names mean one thing across the package: :meth:`forward` gives the output (logits
+    for a classifier; a terminal :class:`~dc_engine.core.layers.Softmax` gives probabilities),
     :meth:`predict` class indices.
     """
 
-    def __init__(self, layers: list[Layer], input_shape: tuple, name: str = "model"):
+    def __init__(self, layers: list[Layer], input_shape: tuple, name: str = "model",
+                 output: str | None = None):
         self.layers = list(layers)
         self.input_shape = tuple(int(d) for d in input_shape)
         self.name = name
+        self.output = output
         self.metadata: dict = {}
         seen: set[str] = set()
         counts: dict[str, int] = {}
@@ -57,15 +92,70 @@ class Model:
                 layer.name = f"{base}{counts[base]}"
             if layer.name in seen:
                 raise ValueError(f"duplicate layer name {layer.name!r}")
+            if layer.name == INPUT:
+                raise ValueError(f"no layer may be named {INPUT!r}: it names the model's input")
             seen.add(layer.name)
-        self.output_shape()  # validates that the layer shapes chain
+        self.output_shape()  # validates the wiring and that the layer shapes fit
+
+    def wiring(self) -> Wiring:
+        """The resolved graph (cached; rebuilt when ``layers``, a layer's ``inputs`` or
+        ``output`` change).
+
+        Raises
+        ------
+        ValueError
+            An input that names no earlier tensor, an unknown ``output``, or a layer given a
+            number of inputs it does not take.
+        """
+        key = (tuple(self.layers), Layer._wiring_version, self.output)
+        cache = getattr(self, "_wiring_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        steps, known, last_use, trainable = [], {INPUT}, {}, set()
+        sequential, prev = True, INPUT
+        for i, layer in enumerate(self.layers):
+            ins = tuple(layer.inputs) if layer.inputs is not None else (prev,)
+            unknown = [n for n in ins if n not in known]
+            if unknown:
+                raise ValueError(f"{self.name}: layer {layer.name!r} reads {unknown}, which no "
+                                 f"earlier layer writes (inputs name {INPUT!r} or the layers "
+                                 f"listed before it)")
+            if layer.arity == 1 and len(ins) != 1:
+                raise ValueError(f"{self.name}: layer {layer.name!r} ({layer.type_name}) takes "
+                                 f"one input, its inputs name {list(ins)}")
+            if layer.arity is None and len(ins) < 2:
+                raise ValueError(f"{self.name}: layer {layer.name!r} ({layer.type_name}) takes "
+                                 f"two or more inputs, got {list(ins)}")
+            sequential &= ins == (prev,)
+            if layer.params or any(n in trainable for n in ins):
+                trainable.add(layer.name)
+            for n in ins:
+                last_use[n] = i
+            steps.append((layer, ins))
+            known.add(layer.name)
+            prev = layer.name
+        output = self.output if self.output is not None else prev
+        if output not in known:
+            raise ValueError(f"{self.name}: output {output!r} names no tensor of the model")
+        sequential &= output == prev
+        wiring = Wiring(tuple(steps), output, last_use, sequential, frozenset(trainable))
+        self._wiring_cache = (key, wiring)
+        return wiring
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the layers form a plain chain (each reads the one before it)."""
+        return self.wiring().sequential
 
     def output_shape(self) -> tuple:
-        """Shape of one sample's output; raises ValueError if the layers do not chain."""
-        shape = self.input_shape
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-        return shape
+        """Shape of one sample's output; raises ValueError if the wiring or the layer shapes
+        do not fit."""
+        w = self.wiring()
+        shapes = {INPUT: self.input_shape}
+        for layer, ins in w.steps:
+            arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
+            shapes[layer.name] = layer.output_shape(arg)
+        return shapes[w.output]
 
     def __getitem__(self, name: str) -> Layer:
         for layer in self.layers:
@@ -74,8 +164,13 @@ class Model:
         raise KeyError(f"no layer named {name!r}; layers are {[l.name for l in self.layers]}")
 
     def __repr__(self) -> str:
-        body = "\n".join(f"  {layer!r}" for layer in self.layers)
-        return f"Model({self.name!r}, input_shape={self.input_shape},\n{body}\n)"
+        def line(layer):
+            ins = f" <- {', '.join(layer.inputs)}" if layer.inputs is not None else ""
+            return f"  {layer!r}{ins}"
+
+        body = "\n".join(line(layer) for layer in self.layers)
+        out = f", output={self.output!r}" if self.output is not None else ""
+        return f"Model({self.name!r}, input_shape={self.input_shape}{out},\n{body}\n)"
 
     @property
     def dtype(self) -> np.dtype:
@@ -134,10 +229,26 @@ class Model:
         for layer in self.layers:
             params = {k: np.array(w) for k, w in layer.dense_params().items()}
             layers.append(build_layer(layer.type_name, layer.hyperparameters, layer.name,
-                                      params or None))
-        model = Model(layers, self.input_shape, name=self.name)
+                                      params or None, inputs=layer.inputs))
+        model = Model(layers, self.input_shape, name=self.name, output=self.output)
         model.metadata = dict(self.metadata)
         return model
+
+    def logits_model(self) -> Model:
+        """The model whose output is the logits: this one, or, when the output comes from a
+        :class:`~dc_engine.core.layers.Softmax` layer, a view of the same layers (shared, not
+        copied) that stops at the Softmax's input. Training and the loss use it: softmax
+        cross-entropy wants logits."""
+        w = self.wiring()
+        out = next(layer for layer, _ in w.steps if layer.name == w.output) \
+            if w.output != INPUT else None
+        if out is None or out.type_name != "Softmax":
+            return self
+        src = dict((layer.name, ins) for layer, ins in w.steps)[out.name][0]
+        view = Model([l for l in self.layers if l is not out], self.input_shape, self.name,
+                     output=src)
+        view.metadata = self.metadata
+        return view
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -156,19 +267,31 @@ class Model:
 
         Returns
         -------
-        logits : ndarray, shape (N, *output_shape), in the model's dtype.
+        ndarray, shape (N, *output_shape), in the model's dtype: the output tensor (logits for
+        a classifier).
 
         Notes
         -----
-        A batch of one takes a leaner path for compressed Dense layers (:meth:`_forward_one`)
-        with the same results bit for bit.
+        A batch of one through a chain takes a leaner path for compressed Dense layers
+        (:meth:`_forward_one`) with the same results bit for bit. In a graph, a tensor is
+        dropped as soon as its last reader has run.
         """
         x = self._check_input(x)
-        if not train and x.shape[0] == 1:
-            return self._forward_one(x)
-        for layer in self.layers:
-            x = layer.forward(x, train=train)
-        return x
+        w = self.wiring()
+        if w.sequential:
+            if not train and x.shape[0] == 1:
+                return self._forward_one(x)
+            for layer in self.layers:
+                x = layer.forward(x, train=train)
+            return x
+        env = {INPUT: x}
+        for i, (layer, ins) in enumerate(w.steps):
+            arg = env[ins[0]] if layer.arity == 1 else [env[n] for n in ins]
+            env[layer.name] = layer.forward(arg, train=train)
+            for n in ins:
+                if w.last_use[n] == i and n != w.output:
+                    env.pop(n, None)
+        return env[w.output]
 
     __call__ = forward
 
@@ -229,20 +352,50 @@ class Model:
         return x
 
     def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """Back-propagate ``dlogits``, adding into every layer's ``grads``.
+        """Back-propagate ``dlogits`` (the gradient of the loss with respect to the output),
+        adding into every layer's ``grads``. A tensor read by several layers gets the sum of
+        their gradients.
 
-        Returns the gradient w.r.t. the input when ``input_grad`` is true, else ``None`` (the
-        first layer then skips computing it).
+        Returns the gradient w.r.t. the input when ``input_grad`` is true, else ``None``: a
+        layer computes its input gradient only when something before it learns (LeNet-300-100's
+        ip1 skips a 64x300x784 matmul).
         """
-        # Layers up to and including the first one with parameters need no input gradient
-        # (nothing before them learns): LeNet-300-100's ip1 skips a 64x300x784 matmul.
-        first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
-        dy = dlogits
-        for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=input_grad or i > first)
+        w = self.wiring()
+        if w.sequential:
+            first = next((i for i, l in enumerate(self.layers) if l.params), len(self.layers))
+            dy = dlogits
+            for i in range(len(self.layers) - 1, -1, -1):
+                dy = self.layers[i].backward(dy, need_dx=input_grad or i > first)
+                if dy is None:
+                    break
+            return dy if input_grad else None
+
+        # A tensor needs its gradient when it depends on a parameter, or on the input when
+        # the input's gradient is asked for.
+        if input_grad:
+            req = {INPUT}
+            for layer, ins in w.steps:
+                if layer.name in w.trainable or any(n in req for n in ins):
+                    req.add(layer.name)
+        else:
+            req = w.trainable
+
+        def needs(name: str) -> bool:
+            return name in req
+
+        grads = {w.output: dlogits}
+        for layer, ins in reversed(w.steps):
+            dy = grads.pop(layer.name, None)
             if dy is None:
-                break
-        return dy if input_grad else None
+                continue  # the output does not depend on this layer
+            need_dx = any(needs(n) for n in ins)
+            dx = layer.backward(dy, need_dx=need_dx)
+            if not need_dx:
+                continue
+            for n, d in zip(ins, [dx] if layer.arity == 1 else dx):
+                if needs(n):
+                    grads[n] = d if n not in grads else grads[n] + d  # (never in place)
+        return grads.get(INPUT) if input_grad else None
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class indices (int64, shape (N,)): the argmax of the logits, computed
@@ -262,4 +415,4 @@ class Model:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-__all__ = ["Model"]
+__all__ = ["Model", "Wiring", "INPUT"]

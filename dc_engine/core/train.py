@@ -138,6 +138,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dic
     if len(y) != n:
         raise ValueError(f"{n} inputs but {len(y)} labels")
     total, correct = 0.0, 0
+    model = model.logits_model()  # a terminal Softmax is left out: the loss takes logits
     for i in range(0, n, batch_size):
         logits = model.forward(x[i:i + batch_size])
         yb = y[i:i + batch_size]
@@ -198,6 +199,7 @@ def _fit(model, x_train, y_train, config, x_val, y_val, optimizer, progress) -> 
     if model.compressed:
         raise ValueError(f"{model.name} holds compressed weights, which run inference only; "
                          f"train the decoded model (model.to_dense()) instead")
+    model = model.logits_model()  # a terminal Softmax is left out: the loss takes logits
     n = len(x_train)
     if n == 0 or len(y_train) != n:
         raise ValueError(f"need a non-empty training set with one label per input, got {n} "

@@ -5,10 +5,13 @@ of :mod:`dc_engine.codecs.payload` back to back, in layer order (each with its o
 CRC32).
 The layout is specified in ``docs/FORMAT.md``; in short:
 
-- ``format`` = ``"dc-engine"``, ``kind`` = ``"compressed"``, ``version`` = 1 (u8);
+- ``format`` = ``"dc-engine"``, ``kind`` = ``"compressed"``, ``version`` = 1 for a chain, 2
+  for a graph (u8);
 - ``architecture``: compact JSON ``{"name": str, "input_shape": [int, ...], "layers":
   [[name, type, hyperparameters, payload_bytes], ...]}``; ``payload_bytes`` is 0 for a layer
-  without weights;
+  without weights; version 2 adds a fifth element, the layer's ``inputs`` (the tensors it
+  reads), to the layers of a graph, and an ``"output"`` key when the output is not the last
+  layer's;
 - ``payload``: the concatenation, ``sum(payload_bytes)`` bytes, COMPACT layout (raw data
   inside the dataset's object header) up to :data:`COMPACT_LIMIT` bytes, contiguous above.
 
@@ -54,7 +57,10 @@ from ._h5 import (
 __all__ = ["COMPRESSED_VERSION", "COMPACT_LIMIT", "LayerRecord", "Container", "write", "read"]
 
 #: Newest version of the compressed kind this module writes and reads.
-COMPRESSED_VERSION = 1
+COMPRESSED_VERSION = 2
+#: First version whose layers may be wired as a graph (a fifth row element, ``inputs``, and an
+#: ``output`` key); a chain is still written as version 1, which older readers read.
+_GRAPH_VERSION = 2
 #: Largest payload kept in COMPACT layout (HDF5 caps a header message below 64 KiB).
 COMPACT_LIMIT = 60_000
 #: Most layers a file may declare (a guard against absurd architecture attributes).
@@ -74,6 +80,8 @@ class LayerRecord:
     type: str
     hyperparameters: dict
     payload: bytes | None = None
+    inputs: list | None = None
+    """The tensors the layer reads (None: the previous layer's output)."""
 
 
 @dataclass
@@ -85,6 +93,8 @@ class Container:
     layers: list
     file_bytes: int
     version: int = COMPRESSED_VERSION
+    output: str | None = None
+    """The tensor the model returns (None: the last layer's)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +102,8 @@ class Container:
 # --------------------------------------------------------------------------------------------
 
 
-def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]) -> str:
+def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord],
+                       output: str | None = None) -> str:
     if not isinstance(architecture, str) or "\x00" in architecture:
         raise ValueError(f"architecture must be a str without NUL, got {architecture!r}")
     shape = [int(d) for d in input_shape]
@@ -118,18 +129,29 @@ def _architecture_json(architecture: str, input_shape, layers: list[LayerRecord]
         if r.payload is not None and not isinstance(r.payload, (bytes, bytearray)):
             raise TypeError(f"layer {r.name!r}: payload must be bytes or None, got "
                             f"{type(r.payload).__name__}")
-        rows.append([r.name, r.type, dict(r.hyperparameters),
-                     0 if r.payload is None else len(r.payload)])
+        row = [r.name, r.type, dict(r.hyperparameters),
+               0 if r.payload is None else len(r.payload)]
+        if r.inputs is not None:
+            if (isinstance(r.inputs, str) or not r.inputs
+                    or not all(isinstance(n, str) and "\x00" not in n for n in r.inputs)):
+                raise ValueError(f"layer {r.name!r}: inputs must be a non-empty list of tensor "
+                                 f"names, got {r.inputs!r}")
+            row.append(list(r.inputs))
+        rows.append(row)
     doc = {"name": architecture, "input_shape": shape, "layers": rows}
+    if output is not None:
+        if not isinstance(output, str) or "\x00" in output:
+            raise ValueError(f"output must be a tensor name, got {output!r}")
+        doc["output"] = output
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
-def _write(tmp: str, arch: str, blob: bytes) -> None:
+def _write(tmp: str, arch: str, blob: bytes, version: int) -> None:
     # meta_block_size: HDF5 otherwise reserves 2 KiB for metadata next to contiguous data
     with h5py.File(tmp, "w", libver=_LIBVER, meta_block_size=512) as f:
         set_attr(f, "format", FORMAT_NAME)
         set_attr(f, "kind", COMPRESSED_KIND)
-        f.attrs.create("version", np.uint8(COMPRESSED_VERSION))
+        f.attrs.create("version", np.uint8(version))
         set_attr(f, "architecture", arch)
         if not blob:
             return
@@ -144,7 +166,8 @@ def _write(tmp: str, arch: str, blob: bytes) -> None:
         ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.frombuffer(blob, dtype=np.uint8))
 
 
-def write(path: PathLike, architecture: str, input_shape, layers: list[LayerRecord]) -> Path:
+def write(path: PathLike, architecture: str, input_shape, layers: list[LayerRecord],
+          output: str | None = None) -> Path:
     """Write a compressed model file atomically; returns its resolved path.
 
     Parameters
@@ -154,7 +177,11 @@ def write(path: PathLike, architecture: str, input_shape, layers: list[LayerReco
     architecture : the model's name (e.g. ``"lenet-5"``).
     input_shape : shape of one sample.
     layers : every layer of the model in order; a layer with weights carries its payload
-        (:func:`dc_engine.codecs.payload.encode_layer`), the others ``payload=None``.
+        (:func:`dc_engine.codecs.payload.encode_layer`), the others ``payload=None``; a layer
+        of a graph names the tensors it reads in ``inputs``.
+    output : the tensor the model returns, when it is not the last layer's.
+
+    The file is version 1 for a chain (no ``inputs``, no ``output``), else version 2.
 
     Raises
     ------
@@ -163,9 +190,11 @@ def write(path: PathLike, architecture: str, input_shape, layers: list[LayerReco
     FileNotFoundError, IsADirectoryError
         As :func:`dc_engine.io._h5.atomic_write`.
     """
-    arch = _architecture_json(architecture, input_shape, layers)
+    arch = _architecture_json(architecture, input_shape, layers, output)
+    graph = output is not None or any(r.inputs is not None for r in layers)
+    version = _GRAPH_VERSION if graph else 1
     blob = b"".join(bytes(r.payload) for r in layers if r.payload is not None)
-    return atomic_write(path, lambda tmp: _write(tmp, arch, blob))
+    return atomic_write(path, lambda tmp: _write(tmp, arch, blob, version))
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,15 +216,21 @@ def _check_version(f: h5py.File, path: Path) -> int:
     return int(version)
 
 
-def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
+def _parse_architecture(doc: dict, path: Path, version: int
+                        ) -> tuple[str, tuple, list[list], str | None]:
     def bad(what: str, found) -> None:
         fail(path, "bad attribute 'architecture'", what, f"{found!r:.120}", fix=_FIX)
 
-    if set(doc) != {"name", "input_shape", "layers"}:
-        bad("keys name, input_shape, layers", sorted(doc))
+    graph = version >= _GRAPH_VERSION
+    keys = {"name", "input_shape", "layers"}
+    if not keys <= set(doc) <= keys | ({"output"} if graph else set()):
+        bad("keys name, input_shape, layers" + (" (and output)" if graph else ""), sorted(doc))
     name, shape, rows = doc["name"], doc["input_shape"], doc["layers"]
+    output = doc.get("output")
     if not isinstance(name, str):
         bad("a str 'name'", name)
+    if output is not None and not isinstance(output, str):
+        bad("a str 'output'", output)
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 8
             or not all(is_int(d) and 1 <= d <= 2**31 for d in shape)):
         bad("'input_shape' as 1 to 8 positive integers", shape)
@@ -203,11 +238,14 @@ def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
         bad(f"'layers' as a list of 1 to {MAX_LAYERS} layers", type(rows).__name__)
     seen = set()
     for row in rows:
-        if (not isinstance(row, list) or len(row) != 4 or not isinstance(row[0], str)
-                or not isinstance(row[1], str) or not isinstance(row[2], dict)
-                or not is_int(row[3]) or row[3] < 0):
-            bad("each layer as [name, type, {hyperparameters}, payload_bytes >= 0]", row)
-        lname, ltype, hp, _ = row
+        if (not isinstance(row, list) or len(row) not in ((4, 5) if graph else (4,))
+                or not isinstance(row[0], str) or not isinstance(row[1], str)
+                or not isinstance(row[2], dict) or not is_int(row[3]) or row[3] < 0
+                or (len(row) == 5 and (not isinstance(row[4], list) or not row[4]
+                                       or not all(isinstance(n, str) for n in row[4])))):
+            bad("each layer as [name, type, {hyperparameters}, payload_bytes >= 0"
+                + (", [inputs]]" if graph else "]"), row)
+        lname, ltype, hp = row[:3]
         if lname in seen:
             bad("distinct layer names", lname)
         seen.add(lname)
@@ -218,7 +256,7 @@ def _parse_architecture(doc: dict, path: Path) -> tuple[str, tuple, list[list]]:
         if reserved:
             fail(path, "bad hyperparameters", f"no keys {list(RESERVED_HYPERPARAMETERS)}",
                   f"keys {reserved}", lname, fix=_FIX)
-    return name, tuple(int(d) for d in shape), rows
+    return name, tuple(int(d) for d in shape), rows, output
 
 
 def _read_blob(f: h5py.File, path: Path, total: int) -> bytes:
@@ -274,12 +312,14 @@ def read(path: PathLike) -> Container:
             fail(path, "not a compressed model file", f"kind = {COMPRESSED_KIND!r}",
                   f"kind = {kind!r:.80}", fix=(hint.strip() or _FIX))
         version = _check_version(f, path)
-        name, shape, rows = _parse_architecture(
-            json_attr(f, "architecture", dict, path), path)
+        name, shape, rows, output = _parse_architecture(
+            json_attr(f, "architecture", dict, path), path, version)
         blob = _read_blob(f, path, sum(r[3] for r in rows))
         file_bytes = f.id.get_filesize()
     layers, pos = [], 0
-    for lname, ltype, hp, n in rows:
-        layers.append(LayerRecord(lname, ltype, hp, blob[pos:pos + n] if n else None))
+    for row in rows:
+        lname, ltype, hp, n = row[:4]
+        inputs = row[4] if len(row) == 5 else None
+        layers.append(LayerRecord(lname, ltype, hp, blob[pos:pos + n] if n else None, inputs))
         pos += n
-    return Container(name, shape, layers, int(file_bytes), version)
+    return Container(name, shape, layers, int(file_bytes), version, output)

@@ -58,7 +58,10 @@ __all__ = ["FORMAT_NAME", "DENSE_VERSION", "DENSE_KIND", "save", "load", "read_m
 logger = logging.getLogger(__name__)
 
 #: Newest version of the dense kind this module writes and reads (2 = 1 + shared weights).
-DENSE_VERSION = 2
+DENSE_VERSION = 3
+#: First dense version that may wire layers as a graph (layer attribute ``inputs``, root
+#: attribute ``output``); a chain is still written as version 2, which older readers read.
+_GRAPH_VERSION = 3
 #: First dense version that may hold shared weights (``codebook_<param>``, ``index_<param>``).
 _SHARED_VERSION = 2
 
@@ -223,12 +226,12 @@ def _plan_layer(layer: Layer) -> dict:
                              f"(boolean) values, got dtype {mask.dtype} with other values")
         data = np.ascontiguousarray(mask != 0, dtype=np.uint8)
         arrays.append((_MASK_PREFIX + pname, data, _crc32(data)))
-    return {
-        "attrs": {"type": layer.type_name, "name": name,
-                  "hyperparameters": _to_json(layer.hyperparameters,
-                                              f"layer {name!r} hyperparameters")},
-        "arrays": arrays,
-    }
+    attrs = {"type": layer.type_name, "name": name,
+             "hyperparameters": _to_json(layer.hyperparameters,
+                                         f"layer {name!r} hyperparameters")}
+    if layer.inputs is not None:
+        attrs["inputs"] = _to_json(list(layer.inputs), f"layer {name!r} inputs")
+    return {"attrs": attrs, "arrays": arrays}
 
 
 def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
@@ -251,9 +254,11 @@ def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
             raise ValueError(f"{what} {name!r} cannot be stored: expected text that UTF-8 can "
                              f"encode, found {exc.reason} at position {exc.start}. "
                              f"Rename it.") from None
+    model.wiring()  # a model whose inputs name no tensor is not stored
+    graph = model.output is not None or any(l.inputs is not None for l in model.layers)
     root = {
         "format": FORMAT_NAME,
-        "version": np.int64(DENSE_VERSION),
+        "version": np.int64(_GRAPH_VERSION if graph else 2),
         "kind": DENSE_KIND,
         "architecture": model.name,
         "input_shape": np.asarray(model.input_shape, dtype=np.int64),
@@ -263,6 +268,8 @@ def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
         "metadata_crc32": np.uint32(zlib.crc32(meta_json.encode("utf-8"))),
         "layer_order": json.dumps(names),
     }
+    if model.output is not None:
+        root["output"] = model.output
     return root, [_plan_layer(layer) for layer in model.layers]
 
 
@@ -377,6 +384,12 @@ def _read_root(f: h5py.File, path: Path) -> dict:
     if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
         _fail(path, "bad attribute 'layer_order'", "a JSON list of distinct layer names",
               f"{order!r:.80}")
+    output = None
+    if "output" in f.attrs:
+        if version < _GRAPH_VERSION:
+            _fail(path, f"root attribute 'output' in a version-{int(version)} file",
+                  f"no wiring before version {_GRAPH_VERSION}", "an 'output' attribute")
+        output = str_attr(f, "output", path)
     return {
         "format": FORMAT_NAME, "kind": kind, "version": int(version),
         "architecture": str_attr(f, "architecture", path),
@@ -384,6 +397,7 @@ def _read_root(f: h5py.File, path: Path) -> dict:
         "dc_engine_version": str_attr(f, "dc_engine_version", path),
         "metadata": json_attr(f, "metadata", dict, path),
         "layer_order": order,
+        "output": output,
     }
 
 
@@ -568,6 +582,15 @@ def _read_layer(group: h5py.Group, name: str, path: Path, version: int) -> Layer
         _fail(path, "unknown layer type", f"one of {sorted(LAYER_TYPES)}", repr(type_name),
               name, fix=f"The file may come from a newer dc-engine. {UPGRADE}")
     hp = json_attr(group, "hyperparameters", dict, path, name)
+    inputs = None
+    if "inputs" in group.attrs:
+        if version < _GRAPH_VERSION:
+            _fail(path, f"layer attribute 'inputs' in a version-{version} file",
+                  f"no wiring before version {_GRAPH_VERSION}", "an 'inputs' attribute", name)
+        inputs = json_attr(group, "inputs", list, path, name)
+        if not inputs or not all(isinstance(n, str) for n in inputs):
+            _fail(path, "bad attribute 'inputs'", "a JSON list of tensor names",
+                  f"{inputs!r:.80}", name)
     members = _datasets(group, path, name)
     params, shared, masks = _split_members(members, version, path, name)
     shared_dtypes = _check_shared(shared, path, name)
@@ -606,7 +629,7 @@ def _read_layer(group: h5py.Group, name: str, path: Path, version: int) -> Layer
                   f"{int(w.size - np.count_nonzero(np.isfinite(w)))} NaN or inf value(s)", name)
         arrays[pname] = w
     try:
-        layer = build_layer(type_name, hp, name, arrays or None)
+        layer = build_layer(type_name, hp, name, arrays or None, inputs=inputs)
     except (TypeError, ValueError, OverflowError) as exc:
         _fail(path, "bad hyperparameters", f"constructor arguments of {type_name}",
               f"{hp} ({exc})", name)
@@ -676,10 +699,11 @@ def load(path: PathLike) -> Model:
         layers = [_read_layer(g, name, path, root["version"]) for name, g in _layer_groups(
             f, root["layer_order"], path)]
     try:
-        model = Model(layers, input_shape=root["input_shape"], name=root["architecture"])
+        model = Model(layers, input_shape=root["input_shape"], name=root["architecture"],
+                      output=root["output"])
     except (TypeError, ValueError) as exc:
-        _fail(path, "layers do not form a model", "layers that chain from the input shape "
-              f"{root['input_shape']}", str(exc))
+        _fail(path, "layers do not form a model", "layers whose wiring and shapes fit the "
+              f"input shape {root['input_shape']}", str(exc))
     model.metadata = root["metadata"]
     logger.debug("loaded %s (%d layers) from %s", model.name, len(layers), path)
     return model

@@ -92,7 +92,7 @@ def _build_layer(rec: compressed_file.LayerRecord, path: Path) -> Layer:
             _fail(path, rec.name, f"a {rec.type} layer has no weights but the file holds a "
                                   f"payload for it")
         try:
-            return build_layer(rec.type, rec.hyperparameters, rec.name)
+            return build_layer(rec.type, rec.hyperparameters, rec.name, inputs=rec.inputs)
         except (TypeError, ValueError, OverflowError) as exc:
             _fail(path, rec.name, f"bad hyperparameters {rec.hyperparameters} for {rec.type} "
                                   f"({exc})")
@@ -121,7 +121,10 @@ def _build_layer(rec: compressed_file.LayerRecord, path: Path) -> Layer:
     params = {wname: matrix}
     if "b" in shapes:
         params["b"] = bias if bias.size else np.zeros(n_out, np.float32)
-    layer = build_layer(rec.type, rec.hyperparameters, rec.name, params)
+    try:
+        layer = build_layer(rec.type, rec.hyperparameters, rec.name, params, inputs=rec.inputs)
+    except (TypeError, ValueError) as exc:
+        _fail(path, rec.name, f"bad inputs {rec.inputs!r} ({exc})")
     layer.encoding = {wname: {"index_bits": decoded["index_bits"],
                               "coder": decoded["code_coder"],
                               "gap_coder": decoded["gap_coder"]}}
@@ -132,10 +135,11 @@ def _load_compressed(path: Path) -> Model:
     c = compressed_file.read(path)
     layers = [_build_layer(r, path) for r in c.layers]
     try:
-        return Model(layers, c.input_shape, c.architecture)
+        return Model(layers, c.input_shape, c.architecture, output=c.output)
     except (TypeError, ValueError) as exc:
-        raise DCFormatError(f"{path}: the layers do not form a model: expected layers that "
-                            f"chain from the input shape {c.input_shape}, found: {exc}") from exc
+        raise DCFormatError(f"{path}: the layers do not form a model: expected layers whose "
+                            f"wiring and shapes fit the input shape {c.input_shape}, found: "
+                            f"{exc}") from exc
 
 
 def load(path: PathLike) -> Model:
@@ -219,15 +223,15 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
     if metadata:
         raise ValueError("a compressed file stores no metadata (it is sized to the byte); "
                          "keep the report beside it")
+    model.wiring()  # a model whose inputs name no tensor is not stored
     records = []
     for layer in model.layers:
         hp = dict(layer.hyperparameters)
-        if not layer.params:
-            records.append(compressed_file.LayerRecord(layer.name, layer.type_name, hp))
-            continue
-        records.append(compressed_file.LayerRecord(layer.name, layer.type_name, hp,
-                                                   layer_payload(layer)))
-    return compressed_file.write(path, model.name, model.input_shape, records)
+        payload = layer_payload(layer) if layer.params else None
+        records.append(compressed_file.LayerRecord(layer.name, layer.type_name, hp, payload,
+                                                   layer.inputs))
+    return compressed_file.write(path, model.name, model.input_shape, records,
+                                 output=model.output)
 
 
 __all__ = ["load", "save", "layer_payload", "stored_encoding", "DEFAULT_INDEX_BITS"]

@@ -172,7 +172,7 @@ def encode_model(model: Model, config: EncodeConfig | None = None, verify: bool 
     for layer in model.layers:
         hp = dict(layer.hyperparameters)
         if not layer.params:
-            layers.append(build_layer(layer.type_name, hp, layer.name))
+            layers.append(build_layer(layer.type_name, hp, layer.name, inputs=layer.inputs))
             continue
         wname = layer.weight_name
         extra = sorted(set(layer.params) - {wname, "b"})
@@ -204,11 +204,11 @@ def encode_model(model: Model, config: EncodeConfig | None = None, verify: bool 
         params = {wname: matrix}
         if bias is not None:
             params["b"] = decoded["bias"]
-        new = build_layer(layer.type_name, hp, layer.name, params)
+        new = build_layer(layer.type_name, hp, layer.name, params, inputs=layer.inputs)
         new.encoding = {wname: {"index_bits": ib, "coder": coder.name,
                                 "gap_coder": coder.name, "coder_options": coder.options()}}
         layers.append(new)
-    result = Model(layers, model.input_shape, name=model.name)
+    result = Model(layers, model.input_shape, name=model.name, output=model.output)
     result.metadata = dict(model.metadata)
     return result
 

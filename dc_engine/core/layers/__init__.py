@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 
-from .activation import ReLU
+from .activation import ReLU, Softmax
 from .base import (
     FLOAT_DTYPES,
     RESERVED_HYPERPARAMETERS,
@@ -44,11 +44,15 @@ from .base import (
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .pool import MaxPool2D
+from .merge import Add, Concat
+from .norm import BatchNorm2D, LocalResponseNorm, fold_batchnorm, fold_into_conv
+from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.type_name: cls for cls in (Dense, Conv2D, MaxPool2D, ReLU, Flatten, Dropout)
+    cls.type_name: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, ReLU,
+                                   Softmax, Flatten, Dropout, LocalResponseNorm, BatchNorm2D,
+                                   Add, Concat)
 }
 """Every layer type by the name stored in files: ``LAYER_TYPES[type_name]``."""
 
@@ -86,27 +90,30 @@ def layer_param_shapes(type_name: str, hyperparameters: dict) -> dict[str, tuple
 
 
 def build_layer(type_name: str, hyperparameters: dict, name: str,
-                params: dict | None = None) -> Layer:
-    """A layer from what a file stores: its type name, hyperparameters, name and parameters
-    (float arrays or, for the weight, a compressed back end); nothing is initialised.
+                params: dict | None = None, inputs: list[str] | None = None) -> Layer:
+    """A layer from what a file stores: its type name, hyperparameters, name, parameters
+    (float arrays or, for the weight, a compressed back end) and the tensors it reads
+    (``inputs``; None: the previous layer's output); nothing is initialised.
 
     Raises
     ------
     KeyError
         Unknown layer type.
     TypeError, ValueError
-        Bad hyperparameters, or parameters that do not match them.
+        Bad hyperparameters or inputs, or parameters that do not match them.
     """
     shapes = layer_param_shapes(type_name, hyperparameters)
     cls = LAYER_TYPES[type_name]
     if shapes:
-        return cls(**hyperparameters, name=name, params=params if params is not None else {})
+        return cls(**hyperparameters, name=name, inputs=inputs,
+                   params=params if params is not None else {})
     if params:
         raise ValueError(f"a {type_name} layer holds no parameters, got {sorted(params)}")
-    return cls(**hyperparameters, name=name)
+    return cls(**hyperparameters, name=name, inputs=inputs)
 
 
-__all__ = ["Layer", "WeightBackend", "is_backend", "Dense", "Conv2D", "MaxPool2D", "ReLU",
-           "Flatten", "Dropout", "LAYER_TYPES", "RESERVED_HYPERPARAMETERS", "FLOAT_DTYPES",
-           "hyperparameter_names", "layer_param_shapes", "build_layer", "positive_int",
-           "xavier_uniform"]
+__all__ = ["Layer", "WeightBackend", "is_backend", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D",
+           "GlobalAvgPool2D", "ReLU", "Softmax", "Flatten", "Dropout", "LocalResponseNorm",
+           "BatchNorm2D", "Add", "Concat", "fold_batchnorm", "fold_into_conv", "LAYER_TYPES",
+           "RESERVED_HYPERPARAMETERS", "FLOAT_DTYPES", "hyperparameter_names",
+           "layer_param_shapes", "build_layer", "positive_int", "xavier_uniform"]
