@@ -322,3 +322,33 @@ def test_inspect_of_a_corrupt_payload_names_the_file(compressed, tmp_path, capsy
     rc, _, err = run(["inspect", bad], capsys)
     msg = one_line_error(err, "inspect")
     assert rc == 2 and str(bad) in msg and "CRC mismatch" in msg
+
+
+def test_train_table_gives_the_recipe_of_a_model_without_one(tiny_mlp_model):
+    """An imported model has no recipe: the config's [train] table gives it (and beats the
+    model's own); a bad [train] table is refused before any work, naming the table."""
+    import dc_engine
+    from dc_engine.stages.inputs import training_recipe
+    from dc_engine.stages.pipeline import CompressConfig
+
+    dense = dc_engine.load(tiny_mlp_model)
+    dense.metadata = {}
+    dense.name = "imported"
+    data = (np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)) * 2
+    tables = {"prune": {"layers": {"ip1": {"kept": 0.5}}, "val_size": 2, "retrain": {
+        "epochs": 0}}, "quantize": {"bits": {"ip1": 4, "ip2": 4, "ip3": 4}, "val_size": 2,
+                                    "finetune": {"epochs": 0}}}
+    with pytest.raises(dc_engine.ConfigError, match=r"add a \[train\] table"):
+        dc_engine.compress(dense, data, tables)
+    with pytest.raises(dc_engine.ConfigError, match=r"\[train\].*lrr"):
+        CompressConfig.from_dict(dict(tables, train={"lrr": 0.1}), "my.toml")
+    with pytest.raises(dc_engine.ConfigError, match=r"\[train\].*lr must be"):
+        CompressConfig.from_dict(dict(tables, train={"lr": -1.0}), "my.toml")
+    config = CompressConfig.from_dict(dict(tables, train={"lr": 0.05, "batch_size": 2}))
+    assert config.to_dict()["train"] == {"lr": 0.05, "batch_size": 2}
+    compressed, report = dc_engine.compress(dense, data, config, progress=False)
+    assert compressed.compressed
+    assert report["prune"]["train_config"]["lr"] == pytest.approx(0.05 * 0.1)
+    dense.metadata = {"train_config": {"lr": 0.3}}
+    assert training_recipe(dense, config.train)["lr"] == 0.05
+

@@ -24,7 +24,7 @@ from ..io import compressed as compressed_file
 from ..io.data import load_mnist, train_val_split
 from ..runtime.files import load, save
 from ..stages.encode import EncodeConfig, encode_model
-from ..stages.inputs import training_recipe
+from ..stages.inputs import check_recipe, training_recipe
 from ..stages.pipeline import CompressConfig, prune_stage, quantize_stage
 from ..stages.pipeline import compress as compress_model
 from ..stages.prune import PruneConfig, layer_stats
@@ -97,6 +97,15 @@ def read_encode_config(config_path, architecture: str) -> tuple[EncodeConfig, Pa
     defaults (5-bit indices) when the file has no [encode] table or the architecture has no
     shipped config."""
     return _read_stage_config(config_path, architecture, "encode", EncodeConfig, optional=True)
+
+
+def read_recipe(config_path) -> dict | None:
+    """The [train] table of ``config_path`` (the recipe retraining starts from), or None when
+    no config is given or it has none."""
+    if not config_path:
+        return None
+    table = load_toml(config_path).get("train")
+    return None if table is None else check_recipe(table, f"{config_path}: [train]")
 
 
 def read_compress_config(config_path, architecture: str) -> tuple[CompressConfig, Path]:
@@ -227,7 +236,8 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     model = load(dense_path)
     config, cfg_path = read_prune_config(config_path, model.name)
     config.check_model(model)
-    recipe = training_recipe(model)  # before the dataset: a config problem is reported first
+    # before the dataset: a config problem is reported first
+    recipe = training_recipe(model, read_recipe(config_path))
     ds = load_mnist(data)
     before = _weights(model, config.layers)
     report = prune_stage(model, ds, config, recipe, threads=threads, progress=progress)
@@ -255,7 +265,7 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
     model = load(pruned_path)
     config, cfg_path = read_quantize_config(config_path, model.name)
     config.check_model(model)
-    recipe = training_recipe(model)
+    recipe = training_recipe(model, read_recipe(config_path))
     if config.val_size == 0:
         raise ConfigError("quantization reports validation errors: val_size must be > 0")
     ds = load_mnist(data)
@@ -398,11 +408,13 @@ def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density
     config, _ = read_quantize_config(config_path, model.name)
     ds = load_mnist(data)
     with limit_threads(threads):
-        out = sweep_bits(model, ds, config, bits, inits, finetune_epochs, threads=threads)
+        out = sweep_bits(model, ds, config, bits, inits, finetune_epochs,
+                         recipe=read_recipe(config_path), threads=threads)
     _write_study(out_dir, "bits_sweep", out, bits_table, plots.bits_plot)
     return out
 
 
 __all__ = ["stem", "default_output", "read_prune_config", "read_quantize_config",
-           "read_encode_config", "read_compress_config", "train", "evaluate_file", "prune",
-           "quantize", "encode", "inspect", "compress", "sensitivity", "bits_sweep"]
+           "read_encode_config", "read_compress_config", "read_recipe", "train",
+           "evaluate_file", "prune", "quantize", "encode", "inspect", "compress", "sensitivity",
+           "bits_sweep"]

@@ -39,21 +39,37 @@ def split_data(data, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
                     f"tuple (x_train, y_train, x_val, y_val), got {type(data).__name__}")
 
 
+def check_recipe(recipe, source: str = "recipe") -> dict:
+    """``recipe`` (a dict of TrainConfig fields, e.g. a config's ``[train]`` table) checked:
+    ConfigError naming ``source`` for an unknown field or a bad value."""
+    from ..core.train import TrainConfig
+
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{source} must be a table of TrainConfig fields (lr, batch_size, "
+                          f"momentum, weight_decay, ...), got {type(recipe).__name__}")
+    try:
+        TrainConfig(**recipe)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return dict(recipe)
+
+
 def training_recipe(model, recipe: dict | None = None) -> dict:
     """The training settings (TrainConfig fields) that retraining starts from: ``recipe`` when
-    given, else the one the model was trained with (``model.metadata["train_config"]``), else
-    its architecture's recipe in the zoo.
+    given (an argument, or a config's ``[train]`` table), else the one the model was trained
+    with (``model.metadata["train_config"]``), else its architecture's recipe in the zoo.
 
     Raises
     ------
     ConfigError
-        None of the three exists.
+        None of the three exists (an imported model has no recipe: give a ``[train]`` table),
+        or ``recipe`` is bad.
     """
     if recipe is not None:
         if not isinstance(recipe, dict):
             raise TypeError(f"recipe must be a dict of TrainConfig fields, got "
                             f"{type(recipe).__name__}")
-        return {k: v for k, v in recipe.items() if k != "seed"}
+        return {k: v for k, v in check_recipe(recipe).items() if k != "seed"}
     meta = getattr(model, "metadata", {}) or {}
     cfg = meta.get("train_config")
     if isinstance(cfg, dict):
@@ -61,8 +77,9 @@ def training_recipe(model, recipe: dict | None = None) -> dict:
     if model.name in RECIPES:
         return dict(RECIPES[model.name])
     raise ConfigError(f"{model.name}: no training recipe in the model's metadata and none in "
-                      "the zoo; pass recipe={...} (TrainConfig fields such as lr, batch_size, "
-                      "momentum, weight_decay), or give every retraining setting in the config")
+                      "the zoo; add a [train] table to the config (or pass recipe={...}) with "
+                      "the TrainConfig fields retraining starts from: lr, batch_size, "
+                      "momentum, weight_decay, lr_policy")
 
 
-__all__ = ["split_data", "training_recipe"]
+__all__ = ["split_data", "check_recipe", "training_recipe"]

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..io.data import Dataset
 from ..threads import limit_threads
 from .encode import EncodeConfig, encode_model
-from .inputs import split_data, training_recipe
+from .inputs import check_recipe, split_data, training_recipe
 from .prune import PruneConfig, prune_model
 from .quantize import QuantizeConfig, quantize_model
 from .sizes import model_size_report
@@ -39,7 +39,9 @@ _STAGES = {"prune": PruneConfig, "quantize": QuantizeConfig, "encode": EncodeCon
 @dataclass(frozen=True)
 class CompressConfig:
     """The settings of the three stages: a config file's ``[prune]``, ``[quantize]`` and
-    ``[encode]`` tables (``[encode]`` may be left out: 5-bit gaps, Huffman).
+    ``[encode]`` tables (``[encode]`` may be left out: 5-bit gaps, Huffman), and an optional
+    ``[train]`` table: the training recipe (TrainConfig fields) that retraining starts from,
+    for a model that brings none (an imported one); it wins over the model's own.
 
     Build one from a TOML file (:meth:`from_toml`), from a dict of tables (:meth:`from_dict`),
     or take the shipped one of a zoo architecture (:meth:`shipped`).
@@ -48,12 +50,15 @@ class CompressConfig:
     prune: PruneConfig
     quantize: QuantizeConfig
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    train: dict | None = None
 
     def __post_init__(self):
         for name, cls in _STAGES.items():
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(f"CompressConfig.{name} must be a {cls.__name__}, got "
                                 f"{type(getattr(self, name)).__name__}")
+        if self.train is not None:
+            object.__setattr__(self, "train", check_recipe(self.train, "[train]"))
 
     @classmethod
     def from_dict(cls, tables: dict, source: str = "config") -> CompressConfig:
@@ -77,6 +82,9 @@ class CompressConfig:
                 stages[name] = stage_cls.from_dict(table)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{source}: [{name}]: {exc}") from None
+        train = tables.get("train")
+        if train is not None:
+            stages["train"] = check_recipe(train, f"{source}: [train]")
         return cls(**stages)
 
     @classmethod
@@ -91,7 +99,10 @@ class CompressConfig:
         return cls.from_toml(default_config_path(architecture))
 
     def to_dict(self) -> dict:
-        return {name: getattr(self, name).to_dict() for name in _STAGES}
+        out = {name: getattr(self, name).to_dict() for name in _STAGES}
+        if self.train is not None:
+            out["train"] = dict(self.train)
+        return out
 
     def to_toml(self) -> str:
         return dump_toml(self.to_dict())
@@ -191,7 +202,8 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
     config : CompressConfig, dict of tables, path of a TOML file, or None for the shipped
         config of ``model.name`` (``dc_engine/configs/ARCH.toml``).
     recipe : dict of TrainConfig fields, optional. What retraining starts from (default: the
-        model's own recipe from its metadata, else the zoo's).
+        config's ``[train]`` table, else the model's own recipe from its metadata, else the
+        zoo's).
     threads : int, optional. BLAS and Numba threads (1 on a busy machine; with a fixed count
         the result is deterministic).
     progress : bool. Training progress bars on stderr.
@@ -225,7 +237,8 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
         raise ValueError(f"{model.name} is already compressed; compress a model with float "
                          f"weights")
     config = resolve_config(config, model.name)
-    recipe = training_recipe(model, recipe)  # before any work: a config problem first
+    # before any work: a config problem first
+    recipe = training_recipe(model, recipe if recipe is not None else config.train)
     config.prune.check_model(model)
     config.quantize.check_model(model)
     _check_encodable(model, config)
