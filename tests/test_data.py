@@ -352,3 +352,16 @@ def test_split_bad_n_val(n_val):
 def test_split_length_mismatch():
     with pytest.raises(ValueError, match=r"same length"):
         train_val_split(np.zeros(10), np.zeros(9), 2, seed=0)
+
+
+def test_for_input_reshapes_images_for_a_model_that_takes_vectors():
+    ds = data.Dataset(np.arange(2 * 12, dtype=np.float32).reshape(2, 1, 3, 4),
+                      np.zeros(2, np.int64), np.ones((1, 1, 3, 4), np.float32),
+                      np.zeros(1, np.int64))
+    assert ds.for_input((1, 3, 4)) is ds
+    flat = ds.for_input((12,))
+    assert flat.x_train.shape == (2, 12) and flat.x_test.shape == (1, 12)
+    assert np.shares_memory(flat.x_train, ds.x_train)  # a view, no copy
+    np.testing.assert_array_equal(flat.x_train[1], ds.x_train[1].ravel())
+    with pytest.raises(DatasetError, match=r"m.h5 takes inputs of shape \(3, 32, 32\)"):
+        ds.for_input((3, 32, 32), "m.h5")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import operator
 import os
 import re
@@ -342,6 +343,27 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+    def for_input(self, sample_shape: tuple, what: str = "the model") -> Dataset:
+        """The same data with each image shaped as one sample of ``sample_shape``: (N, 1, H, W)
+        images become (N, H*W) vectors for a model that takes ``(H*W,)`` (an MLP exported
+        from PyTorch), views without a copy; the dataset itself when it already fits.
+
+        Raises
+        ------
+        DatasetError
+            The images hold a different number of values than ``sample_shape``.
+        """
+        sample_shape = tuple(int(d) for d in sample_shape)
+        have = tuple(self.x_train.shape[1:])
+        if have == sample_shape:
+            return self
+        if math.prod(have) != math.prod(sample_shape):
+            raise DatasetError(f"{what} takes inputs of shape {sample_shape}, the dataset's "
+                               f"images have shape {have}; pass --data with images of that "
+                               f"size")
+        return Dataset(self.x_train.reshape(len(self.x_train), *sample_shape), self.y_train,
+                       self.x_test.reshape(len(self.x_test), *sample_shape), self.y_test)
 
 
 def _is_default_dir(folder: Path) -> bool:
