@@ -352,3 +352,18 @@ def test_train_table_gives_the_recipe_of_a_model_without_one(tiny_mlp_model):
     dense.metadata = {"train_config": {"lr": 0.3}}
     assert training_recipe(dense, config.train)["lr"] == 0.05
 
+
+def test_starter_config_fits_the_model_it_was_written_for(tiny_mlp_model, tmp_path):
+    import dc_engine
+    from dc_engine.app.jobs import starter_config
+    from dc_engine.stages.pipeline import CompressConfig
+
+    model = dc_engine.load(tiny_mlp_model)
+    path = tmp_path / "c.toml"
+    path.write_text(starter_config(model, "m.onnx"))
+    config = CompressConfig.from_toml(path)
+    config.prune.check_model(model)
+    config.quantize.check_model(model)
+    assert sorted(config.prune.layers) == sorted(config.quantize.bits) == sorted(
+        l.name for l in model.weighted_layers())
+    assert config.train["lr"] > 0

@@ -38,6 +38,7 @@ INFERENCE_CORE = {"dc_engine.core.layers", "dc_engine.core.model", "dc_engine.co
 # numpy are free everywhere; numba everywhere but base's plain modules).
 THIRD_PARTY = {
     "h5py": {"io"},
+    "onnx": {"io"},  # optional extra: imported inside dc_engine.io.onnx's functions only
     "matplotlib": {"app"},
     "tqdm": {"core"},
     "threadpoolctl": {"base"},

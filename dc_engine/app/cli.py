@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 import warnings
@@ -204,6 +205,39 @@ def _parser() -> argparse.ArgumentParser:
     _add_threads(bp)
     _add_data(bp)
 
+    imp = sub.add_parser(
+        "import", help="read an ONNX model into a dense dc-engine model file",
+        description="Read a network exported to ONNX (torch.onnx.export, tf2onnx, the ONNX "
+                    "model zoo, ...) into a dense float32 model file that the other commands "
+                    "take: BatchNormalization and per-channel scales are folded into the "
+                    "convolution or fully connected layer before them, and unsupported "
+                    "operators are refused with one line naming them (docs/ONNX.md lists the "
+                    "supported ones). Prints the layers; writes a starter config for the "
+                    "stages (STEM.toml beside --out) unless one exists. Needs the onnx package "
+                    "(pip install 'dc-engine[onnx]').")
+    imp.add_argument("model", metavar="MODEL.onnx", help="the ONNX file")
+    imp.add_argument("--out", metavar="MODEL.h5", default=None,
+                     help="the dense model file (default: STEM.h5 in the current folder)")
+    imp.add_argument("--input-shape", metavar="C,H,W", default=None,
+                     help="one sample's shape, e.g. 3,224,224 or 784, for a model whose input "
+                          "dimensions are symbolic (the batch dimension always is)")
+    imp.add_argument("--name", default=None,
+                     help="the model's name (default: the ONNX graph's name or the file stem)")
+    imp.add_argument("--no-config", action="store_true",
+                     help="do not write the starter config STEM.toml")
+    imp.add_argument("--json", action="store_true", help="print the layer table as JSON")
+    imp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+    exp = sub.add_parser(
+        "export", help="write a dense or compressed model file as ONNX",
+        description="Write a model file (dense .h5 or compressed .dc.h5, whose weights are "
+                    "decoded to float32) as an ONNX file (opset 13) that onnxruntime and other "
+                    "ONNX runtimes run. Needs the onnx package (pip install 'dc-engine[onnx]').")
+    exp.add_argument("model", metavar="MODEL.h5", help="a model file written by dc-engine")
+    exp.add_argument("--out", metavar="MODEL.onnx", default=None,
+                     help="the ONNX file (default: STEM.onnx in the current folder)")
+    exp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
     sp = sub.add_parser(
         "sensitivity", help="per-layer pruning sensitivity scan (table and PNG)",
         description="Prune each layer alone, by magnitude, to a sweep of kept-fractions, "
@@ -401,6 +435,57 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _input_shape(text: str | None) -> tuple | None:
+    if text is None:
+        return None
+    try:  # 3,224,224 or 3x224x224
+        shape = tuple(int(d) for d in re.split(r"[,x]", text.strip()))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (1, 3) or any(d < 1 for d in shape):
+        raise CLIError(f"--input-shape takes one sample's shape as C,H,W or FEATURES of "
+                       f"positive integers, got {text!r}")
+    return shape
+
+
+def _cmd_import(args) -> int:
+    from . import jobs
+
+    shape = _input_shape(args.input_shape)
+    out = _output_path(args.out or f"{Path(args.model).stem}.h5", args.force)
+    config = None if args.no_config else out.parent / f"{jobs.stem(out)}.toml"
+    res = jobs.import_onnx(args.model, out, input_shape=shape, name=args.name,
+                           config_path=config)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{args.model}: {res['name']}, {len(res['layers'])} layers, {res['params']:,} "
+          f"parameters, input {tuple(res['input_shape'])}, output "
+          f"{tuple(res['output_shape'])}")
+    width = max(len(r["name"]) for r in res["layers"])
+    for r in res["layers"]:
+        print(f"  {r['name']:<{width}}  {r['type']:<16} {str(tuple(r['output_shape'])):<16} "
+              f"{r['params']:>10,}  <- {', '.join(r['inputs'])}")
+    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    if res["config"]:
+        print(f"wrote the starter config {res['config']} (edit it, then: dc-engine compress "
+              f"{out} --config {res['config']})")
+    elif config is not None:
+        print(f"kept the existing config {config}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from . import jobs
+
+    out = _output_path(args.out or f"{jobs.stem(args.model)}.onnx", args.force)
+    res = jobs.export_onnx(args.model, out)
+    kind = "compressed (decoded to float32)" if res["compressed"] else "dense"
+    print(f"{args.model}: {res['name']}, {kind}, {res['params']:,} parameters")
+    print(f"saved {out} ({res['bytes']:,} bytes)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dc-engine`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -422,11 +507,12 @@ def _run(args) -> int:
     commands = {"train": _cmd_train, "eval": _cmd_eval, "prune": _cmd_prune,
                 "sensitivity": _cmd_sensitivity, "quantize": _cmd_quantize,
                 "bits-sweep": _cmd_bits_sweep, "compress": _cmd_compress,
-                "encode": _cmd_encode, "inspect": _cmd_inspect}
+                "encode": _cmd_encode, "inspect": _cmd_inspect, "import": _cmd_import,
+                "export": _cmd_export}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, DCFormatError, OSError, ValueError,
-            TypeError) as e:
+            TypeError, ImportError) as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -411,7 +411,85 @@ def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density
     return out
 
 
+# ---------------------------------------------------------------------------------- ONNX
+
+
+def starter_config(model, source: str = "") -> str:
+    """A first config (TOML text) for a model without a shipped one, e.g. an imported
+    network: every weighted layer pruned and quantized with the paper's rules of thumb (the
+    first layer is the most sensitive, fully connected layers prune hardest; 8-bit conv and
+    5-bit fc codebooks, Deep Compression Table 3) and a [train] recipe to replace with the
+    network's own. A starting point to edit, not a tuned result."""
+    weighted = model.weighted_layers()
+    lines = [
+        f"# Starter Deep Compression settings for {model.name}"
+        + (f", imported from {source}" if source else "") + ".",
+        "# A starting point, not a tuned result: choose each layer's kept fraction with",
+        "# `dc-engine sensitivity` on a validation split, then check the error after each stage.",
+        "",
+        "[train]",
+        "# The recipe retraining starts from (TrainConfig fields): replace it with the one the",
+        "# network was trained with. The stages scale lr by their lr_scale.",
+        "lr = 0.01", "batch_size = 64", "momentum = 0.9", "weight_decay = 0.0005",
+        'lr_policy = "fixed"', "",
+        "[prune]", "rounds = 3", "lr_scale = 0.1", "val_size = 5000", "seed = 0", "",
+        "[prune.retrain]", "epochs = 2", "",
+    ]
+    for i, layer in enumerate(weighted):
+        conv = layer.type_name == "Conv2D"
+        kept = 0.8 if i == 0 else 0.5 if conv else 0.25 if i == len(weighted) - 1 else 0.1
+        lines += [f"[prune.layers.{layer.name}]", f"kept = {kept}", ""]
+    lines += ["[quantize]", 'init = "linear"', "lr_scale = 0.01", "val_size = 5000",
+              "seed = 0", "", "[quantize.finetune]", "epochs = 1", 'lr_policy = "fixed"', "",
+              "[quantize.bits]"]
+    lines += [f"{l.name} = {8 if l.type_name == 'Conv2D' else 5}" for l in weighted]
+    lines += ["", "[encode]", 'index_bits = "auto"', ""]
+    return "\n".join(lines)
+
+
+def _layer_rows(model) -> list[dict]:
+    shapes = {"input": model.input_shape}
+    rows = []
+    for layer, ins in model.wiring().steps:
+        arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
+        shapes[layer.name] = layer.output_shape(arg)
+        rows.append({"name": layer.name, "type": layer.type_name, "inputs": list(ins),
+                     "output_shape": list(shapes[layer.name]),
+                     "params": int(sum(np.prod(p.shape) for p in layer.params.values()))})
+    return rows
+
+
+def import_onnx(onnx_path, out_path, input_shape=None, name=None, config_path=None) -> dict:
+    """``dc-engine import``: an ONNX model (:func:`dc_engine.io.onnx.load_onnx`) saved as a
+    dense model file, and, when ``config_path`` is given and no file is there yet, a starter
+    config for its layers (:func:`starter_config`; an existing file is never overwritten).
+    Returns ``{"name", "layers", "params", "input_shape", "output_shape", "out", "config"}``."""
+    from ..io.onnx import load_onnx
+
+    model = load_onnx(onnx_path, input_shape=input_shape, name=name)
+    written = save(model, out_path, metadata=model.metadata)
+    config = None
+    if config_path is not None and not Path(config_path).exists():
+        Path(config_path).write_text(starter_config(model, Path(onnx_path).name))
+        config = str(config_path)
+    return {"name": model.name, "layers": _layer_rows(model), "params": model.num_params(),
+            "input_shape": list(model.input_shape), "output_shape": list(model.output_shape()),
+            "out": str(written), "config": config, "source": model.metadata["source"]}
+
+
+def export_onnx(model_path, out_path) -> dict:
+    """``dc-engine export``: a model file of either kind written as ONNX
+    (:func:`dc_engine.io.onnx.save_onnx`; a compressed model is decoded to float32). Returns
+    ``{"name", "compressed", "params", "out", "bytes"}``."""
+    from ..io.onnx import save_onnx
+
+    model = load(model_path)
+    written = save_onnx(model, out_path)
+    return {"name": model.name, "compressed": model.compressed, "params": model.num_params(),
+            "out": str(written), "bytes": written.stat().st_size}
+
+
 __all__ = ["stem", "default_output", "read_prune_config", "read_quantize_config",
            "read_encode_config", "read_compress_config", "read_recipe", "train",
            "evaluate_file", "prune", "quantize", "encode", "inspect", "compress", "sensitivity",
-           "bits_sweep"]
+           "bits_sweep", "starter_config", "import_onnx", "export_onnx"]
