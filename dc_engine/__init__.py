@@ -9,7 +9,9 @@ The public names, each with one home:
   (:mod:`dc_engine.stages`);
 - data: :func:`load_mnist` and :class:`Dataset`;
 - the compressed weight back end: :class:`CompressedMatrix`;
-- errors: :class:`DCFormatError`, :class:`ConfigError`, :class:`DatasetError`.
+- errors: :class:`DCFormatError`, :class:`ConfigError`, :class:`DatasetError`;
+- ONNX (the ``onnx`` extra): :func:`load_onnx`, :func:`save_onnx`, and the module as
+  ``dc_engine.onnx`` (:mod:`dc_engine.io.onnx`), imported on first use.
 
 Importing ``dc_engine`` imports no training code: an app that only runs models loads just the
 runtime. The stage names are imported on first use.
@@ -27,26 +29,33 @@ _LAZY = {
     "prune_model": "stages.prune", "PruneConfig": "stages.prune",
     "quantize_model": "stages.quantize", "QuantizeConfig": "stages.quantize",
     "encode_model": "stages.encode", "EncodeConfig": "stages.encode",
+    "load_onnx": "io.onnx", "save_onnx": "io.onnx",
 }
 
 
 def __getattr__(name: str):
-    """The stage API, imported on first use (it pulls in the training code)."""
+    """The stage API (it pulls in the training code) and the ONNX functions (they need the
+    onnx package), imported on first use."""
+    import importlib
+
+    if name == "onnx":  # dc_engine.onnx.load_onnx(...): the module dc_engine.io.onnx
+        value = importlib.import_module(".io.onnx", __name__)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dc_engine' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"onnx"})
 
 
 __all__ = ["Model", "Dense", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dropout", "load", "save",
            "compress", "CompressConfig", "prune_model", "PruneConfig", "quantize_model",
            "QuantizeConfig", "encode_model", "EncodeConfig", "Dataset", "load_mnist",
-           "CompressedMatrix", "DCFormatError", "ConfigError", "DatasetError", "__version__"]
+           "CompressedMatrix", "DCFormatError", "ConfigError", "DatasetError", "load_onnx",
+           "save_onnx", "__version__"]

@@ -337,6 +337,23 @@ def test_unsupported_uses_are_refused_in_one_line(nodes, inits, in_shape, needle
     _refused(_graph(nodes, inits, in_shape), needle)
 
 
+def test_malformed_graphs_are_refused(rng):
+    """A node reading a tensor nobody writes (a missing initializer), a cycle, a weight of
+    the wrong type, a weight of the wrong shape."""
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    missing = _graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], {}, (4,))
+    _refused(missing, "not a valid ONNX model")
+    cycle = _graph([helper.make_node("Add", ["x", "b"], ["a"]),
+                    helper.make_node("Relu", ["a"], ["b"]), relu], {}, (4,))
+    _refused(cycle, "ONNX")
+    strings = _graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+                     {"w": np.array([["a"] * 4] * 3)}, (4,))
+    _refused(strings, "Gemm")
+    wrong = _graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])],
+                   {"w": _w(rng, 2, 5, 3, 3)}, (3, 8, 8))
+    _refused(wrong, "input channels")
+
+
 def test_inputs_outputs_and_types_are_checked(rng):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
     two = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
@@ -412,7 +429,8 @@ def test_corrupt_files_fail_cleanly(tmp_path_factory, small_onnx, data):
     except ONNXImportError as exc:
         assert "\n" not in str(exc)
         return
-    model.forward(np.zeros((1, *model.input_shape), np.float32))
+    with np.errstate(all="ignore"):  # flipped weight bits may be inf or nan
+        model.forward(np.zeros((1, *model.input_shape), np.float32))
 
 
 # ------------------------------------------------------------------- the model zoo's nets
@@ -464,12 +482,27 @@ def test_light_zoo_models_match_onnxruntime(name, rng):
     want = np.concatenate([_ort(proto, x[i:i + 1]) for i in range(2)])
     got = model.forward(x)
     assert _rel(got, want.reshape(got.shape)) <= RTOL
+    exported = to_onnx(model)  # and back out: onnxruntime on our export reproduces us
+    assert _rel(_ort(exported, x), got) <= RTOL
     kept_bn = sum(l.type_name == "BatchNorm2D" for l in model.layers)
     if name == "densenet121":
         bn_nodes = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
         assert 0 < kept_bn < bn_nodes
     else:
         assert kept_bn == 0
+
+
+def test_light_squeezenet_compressed_exports_to_onnxruntime(rng, tmp_path):
+    model = from_onnx(_light("squeezenet", rng), source="squeezenet")
+    for layer in model.weighted_layers():
+        w = layer.params["W"]
+        w[np.abs(w) < np.quantile(np.abs(w), 0.6)] = 0.0
+        share_layer(layer, 5)
+    compressed = dc_engine.load(dc_engine.save(encode_model(model), tmp_path / "sq.dc.h5"))
+    x = rng.standard_normal((1, *model.input_shape)).astype(np.float32)
+    want = compressed.forward(x)
+    assert _rel(_ort(to_onnx(compressed), x), want) <= 1e-4  # the compressed kernels' sums
+    assert _rel(_ort(to_onnx(compressed), x), compressed.to_dense().forward(x)) <= RTOL
 
 
 def test_light_shufflenet_is_refused_at_its_channel_shuffle(rng):
@@ -655,3 +688,16 @@ def test_import_runs_without_the_training_code(small_onnx):
 def test_glob_finds_the_light_models():
     """The zoo tests above are not vacuous: this onnx ships the light models."""
     assert len(glob.glob(os.path.join(LIGHT, "light_*.onnx"))) >= 6
+
+
+def test_top_level_names(small_onnx):
+    """dc_engine.onnx is the module, dc_engine.load_onnx its function; neither is imported
+    (nor the onnx package) by ``import dc_engine``."""
+    code = ("import sys, dc_engine; assert 'onnx' not in sys.modules; "
+            "assert 'dc_engine.io.onnx' not in sys.modules; "
+            f"m = dc_engine.onnx.load_onnx({str(small_onnx)!r}); "
+            "assert dc_engine.load_onnx is dc_engine.onnx.load_onnx; "
+            "assert dc_engine.save_onnx is dc_engine.onnx.save_onnx; print(m.name)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "small"

@@ -229,3 +229,37 @@ def test_layer_names_follow_the_modules():
     assert [l.name for l in model.weighted_layers()] == ["conv1", "conv2", "ip1", "ip2"]
     _, _, _, model = _built("mlp")
     assert [l.name for l in model.weighted_layers()] == ["gemm_0", "gemm_2", "gemm_4"]
+
+
+def _compressed(model):
+    """The model pruned by half and shared to 16 values per layer, then encoded."""
+    from dc_engine.stages.encode import encode_model
+    from dc_engine.stages.quantize import share_layer
+
+    rng = np.random.default_rng(2)
+    for layer in model.weighted_layers():
+        w = layer.params["W"]
+        w[rng.random(w.shape) < 0.5] = 0.0
+        share_layer(layer, 4)
+    return encode_model(model)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_export_runs_in_onnxruntime_dense_and_compressed(name, tmp_path):
+    """Our model written back as ONNX (a compressed one decoded): onnxruntime on that file
+    reproduces our outputs."""
+    import dc_engine
+    from dc_engine.io.onnx import save_onnx
+
+    _, shape, _, model = _built(name, keep_bn=True)
+    x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    for kind, m in (("dense", model), ("compressed", None)):
+        if m is None:
+            m = dc_engine.load(dc_engine.save(_compressed(model), tmp_path / "m.dc.h5"))
+            assert m.compressed
+        path = save_onnx(m, tmp_path / f"{kind}.onnx")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": x})[0]
+        assert _rel(got, m.forward(x)) <= (1e-5 if kind == "dense" else 1e-4), kind
