@@ -494,6 +494,9 @@ class _Importer:
         scope, op = _scope_name(node.name, node.op_type)
         if index is not None:
             names = [self.weight_name(node, index), scope]
+        elif op and scope[:1].isdigit():  # nn.Sequential's index: /2/Relu -> relu_2
+            base, _, k = op.partition("_")
+            names = [f"{base.lower()}_{scope}" + (f"_{k}" if k else "")]
         else:
             names = ["/".join(p for p in (scope, op.lower()) if p)] if op else []
         return [*names, node.name, node.output[0], node.op_type.lower()]
