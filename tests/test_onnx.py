@@ -289,6 +289,10 @@ def test_symbolic_input_shape_needs_input_shape(rng):
         from_onnx(proto)
     model = from_onnx(proto, input_shape=(3, 8, 8))
     assert model.output_shape() == (2, 6, 6)
+    with pytest.raises(TypeError, match="tuple of ints"):
+        from_onnx(proto, input_shape="3,8,8")
+    with pytest.raises(ValueError, match="input_shape"):
+        from_onnx(proto, input_shape=(3, 0, 8))
     with pytest.raises(ONNXImportError, match="does not fit"):
         from_onnx(_graph([helper.make_node("Relu", ["x"], ["y"])], {}, (3, 8, 8)),
                   input_shape=(3, 9, 9))

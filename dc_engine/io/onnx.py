@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import check_int
 from .._version import __version__
 from ..core.layers import (
     Add,
@@ -151,6 +152,11 @@ def from_onnx(proto, input_shape: tuple | None = None, name: str | None = None,
     onnx = _onnx()
     if not isinstance(proto, onnx.ModelProto):
         raise TypeError(f"from_onnx takes an onnx.ModelProto, got {type(proto).__name__}")
+    if input_shape is not None:
+        if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+            raise TypeError(f"input_shape must be a tuple of ints such as (3, 224, 224), got "
+                            f"{input_shape!r}")
+        input_shape = tuple(check_int(d, "input_shape", 1) for d in input_shape)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
