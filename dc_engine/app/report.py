@@ -8,6 +8,12 @@ def _pct(error) -> str:
     return "n/a" if error is None else f"{100 * error:.2f}%"
 
 
+def _width(layers) -> int:
+    """The layer-name column's width: 8 (the LeNets' tables as before), wider for longer
+    names (imported networks: ``conv_3_c1``, ``res2a_branch2a``)."""
+    return max([8, *(len(l["name"]) for l in layers)])
+
+
 def compress_table(report: dict) -> str:
     """The whole job's summary: the stage tables, the size table, the errors."""
     parts = ["== stage 1: pruning", prune_table(report["prune"]),
@@ -23,11 +29,12 @@ def compress_table(report: dict) -> str:
 def prune_table(report: dict) -> str:
     """The per-layer pruning report as text (paper-style)."""
     rounds = report["rounds"]
-    lines = [f"{'layer':<8} {'#weights':>9} {'kept':>8} {'kept %':>7}"]
+    w = _width(report["layers"])
+    lines = [f"{'layer':<{w}} {'#weights':>9} {'kept':>8} {'kept %':>7}"]
     for s in report["layers"]:
-        lines.append(f"{s['name']:<8} {s['weights']:>9,} {s['kept']:>8,} "
+        lines.append(f"{s['name']:<{w}} {s['weights']:>9,} {s['kept']:>8,} "
                      f"{100 * s['kept_fraction']:>6.2f}%")
-    lines.append(f"{'total':<8} {report['weights']:>9,} {report['kept']:>8,} "
+    lines.append(f"{'total':<{w}} {report['weights']:>9,} {report['kept']:>8,} "
                  f"{100 * report['kept_fraction']:>6.2f}%  "
                  f"({report['weights'] / max(report['kept'], 1):.1f}x fewer weights)")
     lines.append("")
@@ -49,11 +56,12 @@ def prune_table(report: dict) -> str:
 
 def quantize_table(report: dict) -> str:
     """The per-layer quantization report as text."""
-    lines = [f"{'layer':<8} {'bits':>4} {'#weights':>9} {'non-zero':>9} {'distinct':>8} "
+    w = _width(report["layers"])
+    lines = [f"{'layer':<{w}} {'bits':>4} {'#weights':>9} {'non-zero':>9} {'distinct':>8} "
              f"{'largest cluster':>15} {'empty clusters':>14}"]
     for l in report["layers"]:
         pops = l["populations"][1:]
-        lines.append(f"{l['name']:<8} {l['bits']:>4} {l['weights']:>9,} {l['nonzero']:>9,} "
+        lines.append(f"{l['name']:<{w}} {l['bits']:>4} {l['weights']:>9,} {l['nonzero']:>9,} "
                      f"{l['distinct_nonzero']:>8} {max(pops, default=0):>15,} "
                      f"{sum(1 for p in pops if p == 0):>14}")
     lines.append("")
@@ -68,13 +76,14 @@ def quantize_table(report: dict) -> str:
 def size_table(report: dict) -> str:
     """The size report (:mod:`dc_engine.stages.sizes`) as text: DC Table 2's columns per layer,
     then the size after each stage."""
-    head = (f"{'layer':<8} {'#weights':>9} {'kept':>6} {'weight bits':>13} {'index bits':>13} "
+    w = _width(report["layers"])
+    head = (f"{'layer':<{w}} {'#weights':>9} {'kept':>6} {'weight bits':>13} {'index bits':>13} "
             f"{'compress rate':>17}\n"
-            f"{'':<8} {'':>9} {'':>6} {'P+Q':>5} {'P+Q+H':>7} {'P+Q':>5} {'P+Q+H':>7} "
+            f"{'':<{w}} {'':>9} {'':>6} {'P+Q':>5} {'P+Q+H':>7} {'P+Q':>5} {'P+Q+H':>7} "
             f"{'P+Q':>8} {'P+Q+H':>8}")
     lines = [head]
     for l in report["layers"]:
-        lines.append(f"{l['name']:<8} {l['weights']:>9,} {100 * l['kept']:>5.1f}% "
+        lines.append(f"{l['name']:<{w}} {l['weights']:>9,} {100 * l['kept']:>5.1f}% "
                      f"{l['weight_bits']:>5} {l['coded_weight_bits']:>7.2f} "
                      f"{l['index_bits']:>5} {l['coded_index_bits']:>7.2f} "
                      f"{100 * l['cr_pq']:>7.2f}% {100 * l['cr_pqh']:>7.2f}%")
@@ -83,7 +92,7 @@ def size_table(report: dict) -> str:
     def rate(ratio) -> str:  # None: a model without weights
         return f"{'n/a':>8}" if not ratio else f"{100 / ratio:>7.2f}%"
 
-    lines.append(f"{'total':<8} {t['weights']:>9,} {100 * t['kept']:>5.1f}% {'':>5} "
+    lines.append(f"{'total':<{w}} {t['weights']:>9,} {100 * t['kept']:>5.1f}% {'':>5} "
                  f"{t['coded_weight_bits']:>7.2f} {'':>5} {t['coded_index_bits']:>7.2f} "
                  f"{rate(t['ratio_pq'])} {rate(t['ratio_payload'])}")
     lines.append("(per-layer rates: weights, codebook and index over 4 bytes per weight; the "
