@@ -218,7 +218,7 @@ def test_concat_sum_and_flatten_variants(rng):
     assert "Concat" in _types(model) and "Add" in _types(model)
 
 
-@pytest.mark.parametrize("target", [[0, -1], [-1, 48], [2, -1]])
+@pytest.mark.parametrize("target", [[0, -1], [-1, 48], [0, 48]])
 def test_reshape_that_flattens(rng, target):
     proto = _graph([helper.make_node("Reshape", ["x", "s"], ["y"])],
                    {"s": np.array(target, np.int64)}, (3, 4, 4))
@@ -238,6 +238,67 @@ def test_softmax_over_each_sample(rng, opset, axis):
     model = _check(_graph(nodes, {"w": _w(rng, 6, 2, 1, 1)}, (2, 3, 3), opset=opset),
                    (2, 3, 3), rng)
     assert _types(model)[-1] == "Softmax"
+
+
+def test_no_fold_into_a_layer_that_something_read_before(rng):
+    """A Conv read by a ReLU (through an Identity) before a BatchNormalization reads it: the BN
+    must not change the ReLU branch (it becomes a BatchNorm2D layer)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Identity", ["c"], ["i"]), helper.make_node("Relu", ["i"], ["r"]),
+             _bn("c", "bn"), helper.make_node("Add", ["r", "bn"], ["y"])]
+    model = _check(_graph(nodes, {"w": _w(rng, 3, 2, 1, 1), **_bn_inits(rng, 3)}, (2, 4, 4)),
+                   (2, 4, 4), rng)
+    assert _types(model) == ["Conv2D", "ReLU", "BatchNorm2D", "Add"]
+
+
+def test_constant_arithmetic_follows_onnx(rng):
+    """Integer Div truncates toward zero (-7 / 2 = -3); Flatten of constants."""
+    nodes = [helper.make_node("Div", ["seven", "two"], ["q"]),
+             helper.make_node("Cast", ["q"], ["qf"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["v"], ["vf"], axis=1),
+             helper.make_node("Flatten", ["vf"], ["vf2"], axis=-1),
+             helper.make_node("Squeeze", ["vf2"], ["v1"]),
+             helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+             helper.make_node("Mul", ["h", "qf"], ["m"]),
+             helper.make_node("Add", ["m", "v1"], ["y"])]
+    inits = {"seven": np.array([-7, 7], np.int64), "two": np.array(2, np.int64),
+             "v": _w(rng, 2), "w": _w(rng, 2, 4)}
+    model = _check(_graph(nodes, inits, (4,)), (4,), rng)
+    assert _types(model) == ["Dense"]
+
+
+@pytest.mark.parametrize("nodes, inits, needle", [
+    ([helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+      helper.make_node("Shape", ["h"], ["s"]),
+      helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+      helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+      helper.make_node("Mul", ["h", "nf"], ["y"])],
+     {"w": np.eye(4, dtype=np.float32), "i0": np.array(0, np.int64)}, "batch size"),
+    ([helper.make_node("Reshape", ["x", "s"], ["y"])], {"s": np.array([1, -1], np.int64)},
+     "Reshape"),
+    ([helper.make_node("Concat", ["c", "c"], ["c1"], axis=0)]
+     + [helper.make_node("Concat", [f"c{i}", f"c{i}"], [f"c{i + 1}"], axis=0)
+        for i in range(1, 40)] + [helper.make_node("Add", ["x", "c40"], ["y"])],
+     {"c": np.zeros(1, np.int8)}, "would hold"),
+    ([helper.make_node("Sub", ["c", "x"], ["y"])], {"c": np.ones(4, np.float32)},
+     "constant by a computed tensor"),
+    # Flatten of a (4,) constant with axis 1 is (4, 1): broadcasting, not a bias
+    ([helper.make_node("Flatten", ["c"], ["f"], axis=1),
+      helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
+      helper.make_node("Add", ["h", "f"], ["y"])],
+     {"c": np.ones(4, np.float32), "w": np.eye(4, dtype=np.float32)},
+     "only a scalar or per-channel"),
+])
+def test_batch_size_merges_and_blow_ups_are_refused(nodes, inits, needle):
+    """The batch size is not a constant; a Reshape that would merge samples (a symbolic
+    batch reshaped to (1, -1)) is not a flatten; a tiny file cannot ask for a huge constant."""
+    _refused(_graph(nodes, inits, (4,)), needle)
+
+
+def test_reshape_to_the_files_fixed_batch_flattens(rng):
+    proto = _graph([helper.make_node("Reshape", ["x", "s"], ["y"])],
+                   {"s": np.array([2, -1], np.int64)}, (3, 2, 2), symbolic=False)
+    assert _types(_check(proto, (3, 2, 2), rng, n=2)) == ["Flatten"]
 
 
 def test_softmax_along_one_axis_of_many_is_refused(rng):

@@ -171,6 +171,17 @@ def from_onnx(proto, input_shape: tuple | None = None, name: str | None = None,
                               f"{_one_line(exc)}") from None
 
 
+def _onnx_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Div: integer division truncates toward zero (onnxruntime's C semantics)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        if np.any(b == 0):
+            raise ZeroDivisionError("integer division by zero")
+        q = np.abs(a) // np.abs(b)
+        return (np.sign(a) * np.sign(b) * q).astype(np.result_type(a, b))
+    return np.divide(a, b)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("..." if len(text) > 300 else "")
@@ -207,7 +218,10 @@ class _Importer:
         self.tensor: dict[str, str] = {}  # ONNX tensor -> our tensor (INPUT or a layer name)
         self.shape: dict[str, tuple] = {}  # our tensor -> one sample's shape
         self.producer: dict[str, Layer] = {}  # our tensor -> the layer writing it
-        self.uses: dict[str, int] = {}  # our tensor -> reads still to come (folding is safe at 1)
+        self.uses: dict[str, int] = {}  # our tensor -> reads still to come
+        self.read: set[str] = set()  # our tensors a layer has read: never folded into after
+        self.batch_derived: set[str] = set()  # constants holding the batch marker (from Shape)
+        self.fixed_batch: int | None = None  # the input's batch size when the file fixes it
         self.layers: list[Layer] = []
         self.used_names: set[str] = {INPUT}
         self.node = None
@@ -234,6 +248,9 @@ class _Importer:
         if name not in self.consts:
             self.fail(f"{what} ({name!r}) must be a constant (an initializer or computed from "
                       f"constants), it is computed from the input")
+        if name in self.batch_derived:
+            self.fail(f"{what} ({name!r}) depends on the batch size (a Shape of a tensor); "
+                      f"only a flattening Reshape may use it")
         return self.consts[name]
 
     def is_const(self, name: str) -> bool:
@@ -335,6 +352,8 @@ class _Importer:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] \
             if t.HasField("shape") else None
         user = self.user_shape
+        if dims:
+            self.fixed_batch = dims[0] if dims[0] and dims[0] > 0 else None
         if dims is None:
             if user is None:
                 self.fail(f"input {value_info.name!r} has no declared shape; pass input_shape "
@@ -388,6 +407,15 @@ class _Importer:
         a = self.attrs(node)
         ins = [self.consts[n] if n else None for n in node.input]
         op = node.op_type
+        if any(n in self.batch_derived for n in node.input):
+            # The batch size is unknown until run time: it may only travel (Gather,
+            # Unsqueeze, Concat, ...) to the first entry of a flattening Reshape's target.
+            if op not in ("Identity", "Cast", "Unsqueeze", "Squeeze", "Concat", "Gather"):
+                self.fail("it computes with the batch size (a Shape of a tensor), which "
+                          "dc-engine knows only at run time; only a flattening Reshape may "
+                          "use it")
+            self.batch_derived.add(node.output[0])
+        self._check_fold_size(op, a, ins)
         try:
             if op == "Constant":
                 out = self._constant_value(a)
@@ -423,13 +451,14 @@ class _Importer:
                          for i, d in enumerate(shape)]
                 out = ins[0].reshape(shape)
             elif op == "Flatten":
-                axis = a.get("axis", 1) % max(ins[0].ndim, 1)
+                axis = int(a.get("axis", 1))
+                axis += ins[0].ndim if axis < 0 else 0
                 out = ins[0].reshape(math.prod(ins[0].shape[:axis]), -1)
             elif op == "Transpose":
                 out = np.transpose(ins[0], a.get("perm"))
             elif op in ("Add", "Sub", "Mul", "Div", "Sum"):
                 f = {"Add": np.add, "Sum": np.add, "Sub": np.subtract, "Mul": np.multiply,
-                     "Div": np.divide}[op]
+                     "Div": _onnx_div}[op]
                 out = ins[0]
                 for x in ins[1:]:
                     out = f(out, x)
@@ -446,6 +475,28 @@ class _Importer:
         except Exception as exc:
             self.fail(f"cannot compute it on its constant inputs: {_one_line(exc)}")
         self.consts[node.output[0]] = np.asarray(out)
+
+    def _check_fold_size(self, op: str, a: dict, ins: list) -> None:
+        """Refuse a fold whose result would exceed MAX_CONSTANT_ELEMENTS, before computing it
+        (a small file can ask for a huge constant by broadcasting or concatenating)."""
+        arrays = [x for x in ins if x is not None]
+        if not arrays:
+            return
+        try:
+            if op in ("Add", "Sub", "Mul", "Div", "Sum"):
+                size = math.prod(np.broadcast_shapes(*(x.shape for x in arrays)))
+            elif op == "Concat":
+                size = sum(x.size for x in arrays)
+            elif op == "Gather":
+                size = ins[1].size * (arrays[0].size // max(arrays[0].shape[a.get("axis", 0)],
+                                                             1))
+            else:
+                return
+        except (ValueError, IndexError, TypeError) as exc:
+            self.fail(f"cannot compute it on its constant inputs: {_one_line(exc)}")
+        if size > MAX_CONSTANT_ELEMENTS:
+            self.fail(f"its result would hold {size:,} values, above the "
+                      f"{MAX_CONSTANT_ELEMENTS:,} a constant may have")
 
     def _constant_value(self, a: dict) -> np.ndarray:
         if "value" in a:
@@ -466,6 +517,7 @@ class _Importer:
         self.shape[layer.name] = layer.output_shape(arg)
         for n in ins:
             self.uses[n] -= 1
+        self.read.update(ins)
         self.layers.append(layer)
         self.producer[layer.name] = layer
         self.tensor[out] = layer.name
@@ -535,6 +587,7 @@ class _Importer:
         dims = np.array([_BATCH, *self.shape[src]], dtype=np.int64)
         start, end = a.get("start", 0), a.get("end")
         self.consts[node.output[0]] = dims[start:end]
+        self.batch_derived.add(node.output[0])
 
     def _identity(self, node, a):
         self.alias(node.input[0], node.output[0])
@@ -713,7 +766,11 @@ class _Importer:
         n = math.prod(shape)
         if any(d < -1 and d != _BATCH for d in target) or _BATCH in target[1:]:
             self.fail(f"shape {target} computed at import is not a plain shape")
-        if len(target) == 2 and (target[1] == n or (target[1] == -1 and target[0] != -1)):
+        # The first entry must mean "the batch": 0 (copy), the marker of a Shape, the batch
+        # the file fixes, or -1 with every other value given.
+        batch = target[0] in (0, _BATCH) or (
+            target[0] == self.fixed_batch and self.fixed_batch is not None)
+        if len(target) == 2 and ((batch and target[1] in (-1, n)) or target == [-1, n]):
             self._flatten_to(node, src)
             return
         if len(target) == 1 + len(shape) and list(target[1:]) == list(shape):
@@ -809,15 +866,14 @@ class _Importer:
         op = node.op_type
         if self.is_const(x) and op in ("Add", "Mul", "Sum"):
             x, c = c, x
-        if self.is_const(x) or not self.is_const(c):
-            self.fail(f"a {op} of two computed tensors is not supported"
-                      if not self.is_const(c) else f"a {op} of a constant by a tensor is not "
-                      f"supported")
-        src = self.tensor.get(x)
-        if src is None:
-            self.inp(x)
+        if not self.is_const(x) and not self.is_const(c):
+            self.fail(f"a {op} of two computed tensors is not supported")
+        if self.is_const(x):
+            self.fail(f"a {op} of a constant by a computed tensor (constant {op.lower()} "
+                      f"tensor) is not supported")
+        src = self.inp(x)
         channels = self.shape[src][0]
-        value = self._per_channel(self.consts[c].astype(np.float64), self.shape[src])
+        value = self._per_channel(self.const(c, "the constant"), self.shape[src])
         scale, shift = np.ones(channels), np.zeros(channels)
         if op in ("Add", "Sum"):
             shift = value
@@ -832,7 +888,8 @@ class _Importer:
         self._channel_affine(node, x, scale, shift)
 
     def _per_channel(self, c: np.ndarray, shape: tuple) -> np.ndarray:
-        """A constant broadcast against (N, *shape) as one value per channel (axis 1)."""
+        """A constant broadcast against (N, *shape) as one value per channel (axis 1)
+        (its shape is checked before its values are converted)."""
         channels = shape[0]
         full = (1, *shape)
         if c.ndim > len(full):
@@ -843,7 +900,7 @@ class _Importer:
         if not ok:
             self.fail(f"only a scalar or per-channel constant is supported, got shape "
                       f"{c.shape} against a tensor of per-sample shape {shape}")
-        return np.broadcast_to(c_full.reshape(-1), (channels,)).astype(np.float64)
+        return np.broadcast_to(c_full.reshape(-1).astype(np.float64), (channels,)).copy()
 
     def _batchnorm(self, node, a):
         self.second_outputs_unused(node)
@@ -866,7 +923,8 @@ class _Importer:
             self.fail(f"{scale.shape[0]} channels of statistics for a tensor of per-sample "
                       f"shape {shape}")
         layer = self.producer.get(src)
-        if layer is not None and self.uses[src] == 1 and isinstance(
+        # Fold only if this node is the one reader of the layer's output, before and after.
+        if layer is not None and self.uses[src] == 1 and src not in self.read and isinstance(
                 layer, (Conv2D, Dense, BatchNorm2D)):
             if isinstance(layer, BatchNorm2D):
                 s, t = layer.params["scale"].astype(np.float64), layer.params["shift"]
