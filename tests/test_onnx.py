@@ -405,6 +405,19 @@ def test_unsupported_uses_are_refused_in_one_line(nodes, inits, in_shape, needle
     _refused(_graph(nodes, inits, in_shape), needle)
 
 
+def test_non_finite_weights_are_refused(rng):
+    w = _w(rng, 3, 4)
+    w[1, 2] = np.nan
+    _refused(_graph([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], {"w": w}, (4,)),
+             "NaN or infinite")
+    inits = {"w": _w(rng, 3, 2, 1, 1), **_bn_inits(rng, 3)}
+    inits["bn_v"][0] = np.inf  # a fold of corrupt statistics
+    inits["bn_s"][0] = np.inf
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]), _bn("c", "y")]
+    with np.errstate(all="raise"):  # and no warning on the way
+        _refused(_graph(nodes, inits, (2, 3, 3)), "NaN or infinite")
+
+
 def test_malformed_graphs_are_refused(rng):
     """A node reading a tensor nobody writes (a missing initializer), a cycle, a weight of
     the wrong type, a weight of the wrong shape."""
@@ -497,8 +510,9 @@ def test_corrupt_files_fail_cleanly(tmp_path_factory, small_onnx, data):
     except ONNXImportError as exc:
         assert "\n" not in str(exc)
         return
-    with np.errstate(all="ignore"):  # flipped weight bits may be inf or nan
-        model.forward(np.zeros((1, *model.input_shape), np.float32))
+    for layer in model.layers:  # flipped bits that give NaN or inf weights are refused
+        assert all(np.isfinite(v).all() for v in layer.params.values())
+    model.forward(np.zeros((1, *model.input_shape), np.float32))
 
 
 # ------------------------------------------------------------------- the model zoo's nets

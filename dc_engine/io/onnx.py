@@ -909,8 +909,9 @@ class _Importer:
         gamma, beta, mean, var = (self.const(node.input[i], what).astype(np.float64)
                                   for i, what in ((1, "scale"), (2, "B"), (3, "mean"),
                                                   (4, "var")))
-        scale, shift = fold_batchnorm(gamma.ravel(), beta.ravel(), mean.ravel(), var.ravel(),
-                                      float(a.get("epsilon", 1e-5)))
+        with np.errstate(all="ignore"):  # non-finite statistics are refused in _model
+            scale, shift = fold_batchnorm(gamma.ravel(), beta.ravel(), mean.ravel(),
+                                          var.ravel(), float(a.get("epsilon", 1e-5)))
         self._channel_affine(node, node.input[0], np.asarray(scale, np.float64),
                              np.asarray(shift, np.float64))
 
@@ -926,15 +927,16 @@ class _Importer:
         # Fold only if this node is the one reader of the layer's output, before and after.
         if layer is not None and self.uses[src] == 1 and src not in self.read and isinstance(
                 layer, (Conv2D, Dense, BatchNorm2D)):
-            if isinstance(layer, BatchNorm2D):
-                s, t = layer.params["scale"].astype(np.float64), layer.params["shift"]
-                new = {"scale": s * scale, "shift": t.astype(np.float64) * scale + shift}
-            else:
-                w, b = fold_into_conv(layer.params["W"].astype(np.float64),
-                                      layer.params["b"].astype(np.float64), scale, shift)
-                new = {"W": w, "b": b}
-            for k, v in new.items():
-                layer.params[k] = np.ascontiguousarray(v, dtype=np.float32)
+            with np.errstate(all="ignore"):  # non-finite results are refused in _model
+                if isinstance(layer, BatchNorm2D):
+                    s, t = layer.params["scale"].astype(np.float64), layer.params["shift"]
+                    new = {"scale": s * scale, "shift": t.astype(np.float64) * scale + shift}
+                else:
+                    w, b = fold_into_conv(layer.params["W"].astype(np.float64),
+                                          layer.params["b"].astype(np.float64), scale, shift)
+                    new = {"W": w, "b": b}
+                for k, v in new.items():
+                    layer.params[k] = np.ascontiguousarray(v, dtype=np.float32)
             self.alias(x, node.output[0])
             return
         if len(shape) != 3:
@@ -947,6 +949,10 @@ class _Importer:
 
     # ------------------------------------------------------------------------- model
     def _model(self, out: str) -> Model:
+        for layer in self.layers:  # a corrupt file (or a fold of corrupt statistics)
+            for key, value in layer.params.items():
+                if not np.isfinite(value).all():
+                    self.fail(f"layer {layer.name!r}: its {key} holds NaN or infinite values")
         prev = INPUT
         for layer in self.layers:  # a chain keeps the plain form (no wiring in its file)
             if layer.inputs == [prev]:
