@@ -76,6 +76,23 @@ class TrainConfig:
         return asdict(self)
 
 
+def check_train_table(table, what: str) -> None:
+    """Validate a table of TrainConfig fields (a stage's overrides, a config's [train]
+    recipe): ValueError naming ``what`` for a non-table, an unknown field or a bad value."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{what} must be a table of training settings (TrainConfig fields), "
+                         f"got {table!r}")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"{what} has unknown setting(s) {sorted(unknown)}; known: "
+                         f"{sorted(known)}")
+    try:
+        TrainConfig(**table)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
 def check_stage_training(overrides, table: str, lr_scale, val_size, seed) -> None:
     """Validate the settings every retraining stage shares (pruning's [retrain], quantization's
     [finetune]): the table of TrainConfig overrides, the lr multiplier, the validation split.
@@ -85,17 +102,7 @@ def check_stage_training(overrides, table: str, lr_scale, val_size, seed) -> Non
     ValueError
         Naming the table or setting, what was expected and what was found.
     """
-    if not isinstance(overrides, dict):
-        raise ValueError(f"[{table}] must be a table of training settings, got {overrides!r}")
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"[{table}] has unknown setting(s) {sorted(unknown)}; known: "
-                         f"{sorted(known)}")
-    try:
-        TrainConfig(**overrides)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"[{table}]: {e}") from None
+    check_train_table(overrides, f"[{table}]")
     if (isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float))
             or not (math.isfinite(lr_scale) and lr_scale > 0)):
         raise ValueError(f"lr_scale must be a number > 0, got {lr_scale!r}")
@@ -261,5 +268,5 @@ def _fit(model, x_train, y_train, config, x_val, y_val, optimizer, progress) -> 
     return history
 
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "check_stage_training",
-           "stage_train_config"]
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "check_train_table",
+           "check_stage_training", "stage_train_config"]

@@ -42,15 +42,12 @@ def split_data(data, val_size: int, seed: int) -> tuple[np.ndarray, ...]:
 def check_recipe(recipe, source: str = "recipe") -> dict:
     """``recipe`` (a dict of TrainConfig fields, e.g. a config's ``[train]`` table) checked:
     ConfigError naming ``source`` for an unknown field or a bad value."""
-    from ..core.train import TrainConfig
+    from ..core.train import check_train_table
 
-    if not isinstance(recipe, dict):
-        raise ConfigError(f"{source} must be a table of TrainConfig fields (lr, batch_size, "
-                          f"momentum, weight_decay, ...), got {type(recipe).__name__}")
     try:
-        TrainConfig(**recipe)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        check_train_table(recipe, source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return dict(recipe)
 
 
