@@ -756,13 +756,10 @@ class _Importer:
     def _reshape(self, node, a):
         src = self.inp(node.input[0])
         shape = self.shape[src]
-        if self.is_const(node.input[1]):
-            target = [int(d) for d in self.consts[node.input[1]].ravel()]
-        else:  # a shape computed from the input (Shape -> Gather -> Concat): ask inference
-            target = self._inferred_shape(node.output[0])
-            if target is None:
-                self.fail("a Reshape to a shape computed at run time is supported only when "
-                          "ONNX shape inference can tell the result")
+        if not self.is_const(node.input[1]):
+            self.fail("a Reshape to a shape computed from the input's values is not supported "
+                      "(the target must be a constant, or built from a Shape)")
+        target = [int(d) for d in self.consts[node.input[1]].ravel()]
         n = math.prod(shape)
         if any(d < -1 and d != _BATCH for d in target) or _BATCH in target[1:]:
             self.fail(f"shape {target} computed at import is not a plain shape")
@@ -773,27 +770,11 @@ class _Importer:
         if len(target) == 2 and ((batch and target[1] in (-1, n)) or target == [-1, n]):
             self._flatten_to(node, src)
             return
-        if len(target) == 1 + len(shape) and list(target[1:]) == list(shape):
+        if (batch or target[0] == -1) and target[1:] == list(shape):  # a no-op
             self.alias(node.input[0], node.output[0])
             return
         self.fail(f"a Reshape of per-sample shape {shape} to {target} is not supported (only "
                   f"flattening each sample, (N, -1))")
-
-    def _inferred_shape(self, name: str) -> list[int] | None:
-        if not hasattr(self, "_inferred"):
-            self._inferred = {}
-            try:
-                inferred = self.onnx.shape_inference.infer_shapes(self.proto)
-                for vi in [*inferred.graph.value_info, *inferred.graph.output]:
-                    dims = vi.type.tensor_type.shape.dim
-                    self._inferred[vi.name] = [d.dim_value if d.HasField("dim_value") else -1
-                                               for d in dims]
-            except Exception:  # noqa: S110 - no inference: the caller reports the Reshape
-                pass
-        dims = self._inferred.get(name)
-        if dims is None or any(d == -1 for d in dims[1:]):
-            return None
-        return [-1, *dims[1:]]
 
     def _squeeze(self, node, a):
         src = self.inp(node.input[0])
