@@ -18,21 +18,26 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-from .errors import ConfigError
+from ._files import regular_file, show_path
+from .errors import ConfigError, one_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def load_toml(path) -> dict:
     """Parse a TOML file; a missing file or a syntax error is a ConfigError naming the file."""
-    path = Path(path)
+    path = regular_file(path, "config file", "Pass the path of a TOML file (--config).",
+                        error=ConfigError, missing=ConfigError, directory=ConfigError)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {show_path(path)}: "
+                          f"{e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{show_path(path)} is not valid TOML: not UTF-8 text ({e})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise ConfigError(f"{show_path(path)} is not valid TOML: {one_line(str(e))}") from None
 
 
 def default_config_path(architecture: str) -> Path:

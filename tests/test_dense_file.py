@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dc_engine
+from dc_engine import _files as files
 from dc_engine.codecs.codebook import index_dtype
 from dc_engine.core import zoo
 from dc_engine.core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -781,7 +782,7 @@ def _no_disk(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("save() touched the disk before validating its input")
 
-    monkeypatch.setattr(h5io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
 
 
 def test_non_json_metadata_fails_before_disk(saved, monkeypatch):
@@ -894,7 +895,7 @@ def test_failure_at_fsync_keeps_old_file(saved, monkeypatch):
     def broken(path):
         raise OSError("fsync failed (simulated)")
 
-    monkeypatch.setattr(h5io, "_fsync_file", broken)
+    monkeypatch.setattr(files, "_fsync_file", broken)
     with pytest.raises(OSError, match="simulated"):
         save(tiny_model(np.float64), saved)
     assert saved.read_bytes() == before

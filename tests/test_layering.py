@@ -13,7 +13,8 @@ import pytest
 import dc_engine
 
 PACKAGE_DIR = Path(dc_engine.__file__).resolve().parent
-BASE = {"errors", "limits", "_validate", "_version", "buffers", "threads", "config"}
+BASE = {"errors", "limits", "_validate", "_version", "_files", "buffers", "threads",
+        "config"}
 
 # Each unit and the units it may import (besides itself): docs/ARCHITECTURE.md, "Layers".
 MAY_IMPORT = {

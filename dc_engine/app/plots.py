@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write
+
 log = logging.getLogger(__name__)
 _warned = False  # the missing-matplotlib warning is given once per process
 
@@ -37,9 +39,12 @@ def _layer_axes(plt, n: int):
 
 
 def _save(plt, fig, path) -> Path:
+    """Save ``fig`` as a PNG, atomically (a kill leaves the old figure or none)."""
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), "figure")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

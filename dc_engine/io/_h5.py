@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import h5py
 import numpy as np
 
+from .._files import atomic_write, regular_file, show_path
 from ..errors import DCFormatError
 
 PathLike = str | os.PathLike
@@ -30,7 +30,6 @@ DENSE_KIND = "dense"
 #: Root attribute ``kind`` of a compressed model file (:mod:`dc_engine.io.compressed`).
 COMPRESSED_KIND = "compressed"
 
-_NEW_FILE_MODE = 0o644  # mkstemp creates 0600; a new model file gets the usual mode
 FIX = ("Pass a model file written by dc-engine (dc_engine.save, `dc-engine train`, `compress` "
        "or `encode`), or re-create it.")
 UPGRADE = "Upgrade dc-engine (pip install -U dc-engine) to read it."
@@ -41,7 +40,7 @@ CORRUPT = ("The file is damaged (interrupted copy, disk error or edit): restore 
 def fail(path: Path, problem: str, expected: str, found: str, layer: str | None = None,
          fix: str = FIX) -> NoReturn:
     """Raise DCFormatError: ``<path>[, layer <l>]: <problem>: expected ..., found ... <fix>``."""
-    where = f"{path}" if layer is None else f"{path}, layer {layer!r}"
+    where = show_path(path) if layer is None else f"{show_path(path)}, layer {layer!r}"
     raise DCFormatError(f"{where}: {problem}: expected {expected}, found {found}. {fix}")
 
 
@@ -53,67 +52,11 @@ def set_attr(obj: h5py.HLObject, key: str, value: Any) -> None:
     obj.attrs.create(key, value)
 
 
-def _fsync_file(path: str) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename; not every platform can open a directory, which is then skipped."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Create ``path`` through ``write(tmp)`` without ever leaving a half-written file.
-
-    ``write`` fills the temporary file ``tmp`` (in the target's folder); it is then fsync'ed,
-    given the target's mode (0644 for a new file) and renamed over the target with
-    ``os.replace``. On any error the temporary file is removed and an existing target is left
-    as it was. Returns the resolved target path.
-
-    Raises FileNotFoundError if the target's folder does not exist, IsADirectoryError if the
-    target is a directory, and whatever ``write`` raises.
-    """
-    target = Path(path).absolute()
-    folder = target.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot save to {target}: expected an existing folder "
-                                f"{folder}, found {'a file' if folder.exists() else 'nothing'}. "
-                                f"Create the folder first (mkdir -p) or pick another path.")
-    if target.is_dir():
-        raise IsADirectoryError(f"cannot save to {target}: expected a file path, found a "
-                                f"directory. Pass a file name such as {target / 'model.h5'}.")
-    mode = (target.stat().st_mode & 0o777) if target.exists() else _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, mode)
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-    return target.resolve()
-
-
 def existing_file(path: PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"model file not found: expected a dc-engine HDF5 file at {p}, "
-                                f"found nothing. Check the path, or create the file with "
-                                f"`dc-engine train`.")
-    if p.is_dir():
-        raise IsADirectoryError(f"expected a dc-engine model file at {p}, found a directory. "
-                                f"Pass the path of the .h5 file.")
-    return p
+    """``path`` after checking it names a regular file (not a directory, FIFO, socket or
+    device: HDF5's open of a FIFO blocks forever)."""
+    return regular_file(path, "model file", "Check the path, or create the file with "
+                        "`dc-engine train`.", error=DCFormatError)
 
 
 def _open(path: Path) -> h5py.File:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import regular_file, show_path, write_bytes
 from .._validate import check_int
 from .._version import __version__
 from ..core.layers import (
@@ -59,7 +60,6 @@ from ..core.layers import (
 )
 from ..core.model import INPUT, Model
 from ..errors import DCFormatError
-from ._h5 import atomic_write
 
 PathLike = str | os.PathLike
 
@@ -134,15 +134,31 @@ def load_onnx(path: PathLike, input_shape: tuple | None = None,
         message names the node and operator.
     """
     onnx = _onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX file")
+    path = regular_file(path, "ONNX file", "Pass the path of a .onnx file.",
+                        error=ONNXImportError)
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+        _check_external_data(onnx, proto, path)
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except ONNXImportError:
+        raise
     except Exception as exc:  # protobuf's DecodeError, external data errors, ...
-        raise ONNXImportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
-                              f"{_one_line(exc)})") from None
+        raise ONNXImportError(f"{show_path(path)}: not a readable ONNX model "
+                              f"({type(exc).__name__}: {_one_line(exc)})") from None
     return from_onnx(proto, input_shape=input_shape, name=name or path.stem, source=str(path))
+
+
+def _check_external_data(onnx, proto, path: Path) -> None:
+    """Weights stored beside the model (external data) must be regular files in its folder,
+    checked before they are read (a FIFO would block the read)."""
+    helper = onnx.external_data_helper
+    for tensor in helper._get_all_tensors(proto):
+        if helper.uses_external_data(tensor):
+            info = helper.ExternalDataInfo(tensor)
+            regular_file(path.parent / info.location, f"external data file of tensor "
+                         f"{tensor.name!r}", "Keep the weights file beside the .onnx file.",
+                         error=ONNXImportError, missing=ONNXImportError,
+                         directory=ONNXImportError)
 
 
 def from_onnx(proto, input_shape: tuple | None = None, name: str | None = None,
@@ -162,7 +178,9 @@ def from_onnx(proto, input_shape: tuple | None = None, name: str | None = None,
     except Exception as exc:
         raise ONNXImportError(f"{source}: not a valid ONNX model: {_one_line(exc)}") from None
     try:
-        return _Importer(proto, source, input_shape, name).run()
+        model = _Importer(proto, source, input_shape, name).run()
+        model.check_sample_work()  # refused here, not at the first forward
+        return model
     except ONNXImportError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
@@ -1054,11 +1072,7 @@ def save_onnx(model: Model, path: PathLike, opset: int = EXPORT_OPSET) -> Path:
     proto = to_onnx(model, opset)
     data = proto.SerializeToString()
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-    return atomic_write(path, write)
+    return write_bytes(path, data, "ONNX file")
 
 
 __all__ = ["load_onnx", "from_onnx", "to_onnx", "save_onnx", "ONNXImportError",
