@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import kernels
 from .._validate import check_int
+from ..limits import ENV_VARS, limit
 from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
 _FLOAT32 = np.dtype(np.float32)
@@ -156,6 +157,34 @@ class Model:
             arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
             shapes[layer.name] = layer.output_shape(arg)
         return shapes[w.output]
+
+    def sample_work(self) -> dict[str, int]:
+        """Per layer, the most values one sample needs at once in it: its input, its output or
+        its scratch space (:meth:`Layer.work_elements`), whichever is largest. A batch of N
+        needs about N times that in the largest layer."""
+        w = self.wiring()
+        shapes = {INPUT: self.input_shape}
+        work = {}
+        for layer, ins in w.steps:
+            arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
+            shapes[layer.name] = out = layer.output_shape(arg)
+            sizes = [math.prod(a) for a in (arg if layer.arity != 1 else [arg])]
+            work[layer.name] = max(*sizes, math.prod(out), layer.work_elements(arg))
+        return work
+
+    def check_sample_work(self, cap: int | None = None) -> None:
+        """Raise ValueError naming the first layer whose :meth:`sample_work` exceeds ``cap``
+        (default: the limit ``sample_elements``, :mod:`dc_engine.limits`), so that a model
+        whose hyperparameters imply absurd work (a huge padding or kernel) is refused before
+        it runs."""
+        cap = limit("sample_elements") if cap is None else cap
+        for name, n in self.sample_work().items():
+            if n > cap:
+                raise ValueError(
+                    f"layer {name!r} needs {n:,} values per sample (its input, output or "
+                    f"scratch space), above the limit of {cap:,}; if the model is meant to be "
+                    f"this large, raise the limit ({ENV_VARS['sample_elements']}=N, or "
+                    f"dc_engine.limits.set_limits(sample_elements=N))")
 
     def __getitem__(self, name: str) -> Layer:
         for layer in self.layers:

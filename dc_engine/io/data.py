@@ -29,7 +29,9 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 
+from .._files import regular_file
 from ..errors import DatasetError
+from ..limits import ENV_VARS, limit
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -161,6 +163,16 @@ def _parse_and_read(
     for d in dims:  # Python ints: no overflow however absurd the header
         expected *= d
     header = magic + dims_raw
+    cap = limit("dataset_bytes")
+    if expected > cap:  # checked before reading: a small .gz can declare (and hold) gigabytes
+        shape = " x ".join(str(d) for d in dims)
+        raise DatasetError(
+            f"{path}: the header declares {shape} items of {dtype.itemsize} byte(s), "
+            f"{expected:,} bytes, above the limit of {cap:,} bytes per dataset file. If the "
+            f"file is meant to be this large, raise the limit ({ENV_VARS['dataset_bytes']}=N, "
+            f"or dc_engine.limits.set_limits(dataset_bytes=N)); otherwise the header is "
+            f"corrupt. {_FIX_HINT}"
+        )
 
     if raw_size is not None:  # uncompressed: check the length before reading anything
         found = raw_size - len(header)
@@ -211,13 +223,10 @@ def read_idx(path: PathLike, expected_sha256: str | None = None) -> np.ndarray:
         dtype code or ndim is invalid, the payload is not exactly ``prod(dims) * itemsize``
         bytes, or the SHA-256 does not match.
     """
-    path = Path(path)
+    path = regular_file(path, "IDX file", _FIX_HINT, error=DatasetError, missing=DatasetError,
+                        directory=DatasetError)
     try:
         fh = open(path, "rb")
-    except FileNotFoundError as exc:
-        raise DatasetError(
-            f"IDX file not found: expected a file at {path}, found nothing. {_FIX_HINT}"
-        ) from exc
     except OSError as exc:
         raise DatasetError(f"cannot open IDX file {path}: {exc}. {_FIX_HINT}") from exc
 
@@ -310,7 +319,7 @@ def find_idx_file(folder: PathLike, stem: str) -> Path:
     candidates = [n + ext for n in _alt_names(stem) for ext in ("", ".gz")]
     for name in candidates:
         p = folder / name
-        if p.is_file():
+        if p.exists():  # read_idx refuses what is not a regular file, naming it
             return p
     raise DatasetError(
         f"IDX file not found in {folder}: looked for {', '.join(candidates)}; found none. "

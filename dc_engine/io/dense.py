@@ -704,6 +704,11 @@ def load(path: PathLike) -> Model:
     except (TypeError, ValueError) as exc:
         _fail(path, "layers do not form a model", "layers whose wiring and shapes fit the "
               f"input shape {root['input_shape']}", str(exc))
+    try:
+        model.check_sample_work()
+    except ValueError as exc:
+        _fail(path, "the model implies too much work per sample", "layers within the limits "
+              "of dc_engine.limits", str(exc))
     model.metadata = root["metadata"]
     logger.debug("loaded %s (%d layers) from %s", model.name, len(layers), path)
     return model

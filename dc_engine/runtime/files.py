@@ -12,6 +12,7 @@ No training code is imported here (a test checks it): an edge app needs only thi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..errors import DCFormatError
 from ..io import compressed as compressed_file
 from ..io import dense as dense_file
 from ..io._h5 import COMPRESSED_KIND, PathLike, existing_file, file_kind, reading
+from ..limits import ENV_VARS, limit
 from .sqmatrix import CompressedMatrix
 
 DEFAULT_INDEX_BITS = 5
@@ -131,15 +133,43 @@ def _build_layer(rec: compressed_file.LayerRecord, path: Path) -> Layer:
     return layer
 
 
+def _check_declared_weights(c, path: Path) -> None:
+    """The weights the hyperparameters declare, summed over the layers, within the limit
+    ``model_weights``, checked before any payload is decoded (a small payload can declare a
+    large, nearly empty layer)."""
+    total = 0
+    for rec in c.layers:
+        try:
+            shapes = layer_param_shapes(rec.type, rec.hyperparameters)
+        except (TypeError, ValueError, OverflowError) as exc:
+            _fail(path, rec.name, f"bad hyperparameters {rec.hyperparameters} for {rec.type} "
+                                  f"({exc})")
+        total += sum(math.prod(s) for s in shapes.values())
+    cap = limit("model_weights")
+    if total > cap:
+        raise DCFormatError(f"{path}: the layers declare {total:,} weights, above the limit of "
+                            f"{cap:,}; if the model is meant to be this large, raise the limit "
+                            f"({ENV_VARS['model_weights']}=N, or "
+                            f"dc_engine.limits.set_limits(model_weights=N)); otherwise the "
+                            f"file is corrupt")
+
+
 def _load_compressed(path: Path) -> Model:
     c = compressed_file.read(path)
+    _check_declared_weights(c, path)
     layers = [_build_layer(r, path) for r in c.layers]
     try:
-        return Model(layers, c.input_shape, c.architecture, output=c.output)
+        model = Model(layers, c.input_shape, c.architecture, output=c.output)
     except (TypeError, ValueError) as exc:
         raise DCFormatError(f"{path}: the layers do not form a model: expected layers whose "
                             f"wiring and shapes fit the input shape {c.input_shape}, found: "
                             f"{exc}") from exc
+    try:
+        model.check_sample_work()
+    except ValueError as exc:
+        raise DCFormatError(f"{path}: the model implies too much work per sample: "
+                            f"{exc}") from None
+    return model
 
 
 def load(path: PathLike) -> Model:

@@ -253,6 +253,13 @@ class Layer:
         """Shape of one sample's output for one sample's ``input_shape`` (no batch axis)."""
         return input_shape
 
+    def work_elements(self, input_shape) -> int:
+        """Values one sample needs beyond its input and output in a forward or backward pass:
+        scratch arrays, or the window reads of a pooling layer (0 for most layers). The model
+        bounds it, with the inputs and outputs, when a file is loaded
+        (:meth:`dc_engine.core.model.Model.check_sample_work`)."""
+        return 0
+
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         extra = " compressed" if self.compressed else ""

@@ -133,6 +133,10 @@ class Conv2D(Layer):
                              f"got {tuple(input_shape)}")
         return (self.out_channels, *self._out_hw(input_shape[1], input_shape[2]))
 
+    def work_elements(self, input_shape) -> int:
+        oh, ow = self._out_hw(input_shape[1], input_shape[2])
+        return self.in_channels * self.kernel_size ** 2 * oh * ow  # the patch matrix
+
     def _im2col(self, x: np.ndarray, oh: int, ow: int, cols: np.ndarray) -> None:
         k, s = self.kernel_size, self.stride
         top, left = self.pads[:2]

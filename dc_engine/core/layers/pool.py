@@ -79,6 +79,10 @@ class _Window2D(Layer):
                              f"{tuple(input_shape)}")
         return (input_shape[0], *self._out_hw(input_shape[1], input_shape[2]))
 
+    def work_elements(self, input_shape) -> int:
+        c, oh, ow = self.output_shape(input_shape)
+        return c * oh * ow * self.size ** 2  # every window's reads
+
 
 class MaxPool2D(_Window2D):
     """Max pooling over ``size`` x ``size`` windows (ONNX MaxPool, PyTorch ``max_pool2d``).
