@@ -9,6 +9,7 @@ machine, and makes its floating-point results independent of the core count.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,12 +29,12 @@ def limit_threads(n: int | None) -> Iterator[None]:
     TypeError
         ``n`` is not an integer (or None).
     ValueError
-        ``n < 1``.
+        ``n`` outside ``1..max_threads()``.
     """
     if n is None:
         yield
         return
-    n = check_int(n, "threads", 1)
+    n = check_threads(n)
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -46,6 +47,26 @@ def limit_threads(n: int | None) -> Iterator[None]:
         numba.set_num_threads(old)
 
 
+def max_threads() -> int:
+    """The most threads a thread count may ask for: the CPUs this process may run on (more
+    threads than cores only make BLAS and Numba slower: their threads spin while they wait)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(n) -> int:
+    """``n`` as an int in ``1..max_threads()``; TypeError for a non-integer, ValueError with
+    the machine's count otherwise."""
+    n = check_int(n, "threads", 1)
+    top = max_threads()
+    if n > top:
+        raise ValueError(f"threads must be in 1..{top} (the CPUs this process may run on), "
+                         f"got {n}")
+    return n
+
+
 def blas_threads() -> int | None:
     """Threads the loaded BLAS uses now (None if threadpoolctl finds no BLAS)."""
     from threadpoolctl import threadpool_info
@@ -54,4 +75,4 @@ def blas_threads() -> int | None:
     return max(counts) if counts else None
 
 
-__all__ = ["limit_threads", "blas_threads"]
+__all__ = ["limit_threads", "max_threads", "check_threads", "blas_threads"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -19,6 +20,24 @@ class CLIError(Exception):
     """A user error the CLI reports in one line (exit status 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``dc-engine COMMAND: error: ... (see --help)``, exit 2
+    (argparse's default prints the usage first, on several lines)."""
+
+    def error(self, message: str):
+        from ..errors import one_line
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _threads(text: str) -> int:
+    from ..threads import check_threads
+    try:
+        return check_threads(int(text))
+    except (TypeError, ValueError) as exc:
+        msg = str(exc) if "threads" in str(exc) else f"not an integer: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="folder with a dataset in MNIST's four-file IDX layout "
@@ -29,9 +48,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="BLAS and Numba threads (default: all cores). On a busy machine use 1: "
-                        "spinning BLAS threads can make 2 threads many times slower than 1")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="BLAS and Numba threads, at most the cores this process may use "
+                        "(default: all cores). On a busy machine use 1: spinning BLAS threads "
+                        "can make 2 threads many times slower than 1")
 
 
 def _add_stage_parser(sub, name: str, summary: str, description: str, model: tuple[str, str],
@@ -63,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     from .._version import __version__
     from ..core.zoo import ARCHITECTURES, RECIPES
 
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog=PROG,
         description="Deep Compression (Han, Mao, Dally, ICLR 2016) on a NumPy + Numba engine: "
                     "train the paper's LeNets, prune, quantize and Huffman-encode them into "
@@ -259,20 +279,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _output_path(path, force: bool) -> Path:
-    """--out checked before any work: never overwrite a file unasked, fail early on a bad
-    folder."""
+    """--out checked before any work: never overwrite a file unasked, fail early on a missing
+    or read-only folder, a directory or a special file (what atomic_write would refuse after
+    the work)."""
+    from .._files import check_output, show_path
+
     out = Path(path)
     if out.exists() and not force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    if not out.parent.exists():
-        raise CLIError(f"the folder of --out does not exist: {out.parent}")
+        raise CLIError(f"{show_path(out)} exists; pass --force to overwrite it or choose "
+                       f"another --out")
+    if not out.parent.is_dir():
+        raise CLIError(f"the folder of --out does not exist: {show_path(out.parent)}")
+    check_output(out, "output", probe=True)
     return out
 
 
 def _output_dir(path) -> None:
-    """A folder argument that names an existing file fails before any work is done."""
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise CLIError(f"{path} exists and is not a folder; pass a folder for the results")
+    """A folder argument fails before any work is done if it names an existing file, or an
+    existing folder that cannot be written."""
+    from .._files import show_path
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"{show_path(p)} exists and is not a folder; pass a folder for the "
+                       f"results")
+    top = p if p.exists() else next((a for a in p.absolute().parents if a.exists()), None)
+    if top is not None and not os.access(top, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot write the results into {show_path(p)}: {show_path(top)} is not "
+                       f"writable; pass another folder")
 
 
 def _out(args) -> Path:
@@ -302,7 +338,7 @@ def _cmd_train(args) -> int:
     if res["val_error"] is not None:
         print(f"validation error {100 * res['val_error']:.2f}% on {res['n_val']:,} images")
     print(f"test error       {100 * res['test_error']:.2f}% on {res['n_test']:,} images")
-    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    print(f"saved {_line(out)} ({out.stat().st_size:,} bytes)")
     return 0
 
 
@@ -318,10 +354,10 @@ def _cmd_eval(args) -> int:
         return 0
     params, nbytes = out["params"], out["bytes"]
     if out["compressed"]:
-        print(f"{args.model}: {out['name']}, compressed: {params:,} parameters in "
+        print(f"{_line(args.model)}: {out['name']}, compressed: {params:,} parameters in "
               f"{nbytes:,} bytes on disk ({4 * params / nbytes:.1f}x smaller than float32)")
     else:
-        print(f"{args.model}: {out['name']}, {params:,} parameters ({4 * params:,} bytes as "
+        print(f"{_line(args.model)}: {out['name']}, {params:,} parameters ({4 * params:,} bytes as "
               f"float32)")
     print(f"test error {100 * out['error']:.2f}% (accuracy {100 * out['accuracy']:.2f}%) on "
           f"{out['n']:,} images")
@@ -336,7 +372,7 @@ def _run_stage(args, run, table) -> int:
                  report_dir=args.report_dir, threads=args.threads,
                  progress=not args.no_progress)
     print(table(report), end="")
-    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    print(f"saved {_line(out)} ({out.stat().st_size:,} bytes)")
     return 0
 
 
@@ -362,7 +398,7 @@ def _cmd_bits_sweep(args) -> int:
     sweep = jobs.bits_sweep(args.model, args.out, bits=args.bits, finetune_epochs=args.epochs,
                             config_path=args.config, data=args.data, threads=args.threads)
     print(report.bits_table(sweep), end="")
-    print(f"wrote {Path(args.out) / 'bits_sweep.json'}, .md and .png")
+    print(f"wrote {_line(Path(args.out) / 'bits_sweep.json')}, .md and .png")
     return 0
 
 
@@ -390,7 +426,7 @@ def _cmd_compress(args) -> int:
         print(json.dumps(res))
         return 0
     print(report.compress_table(res), end="")
-    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    print(f"saved {_line(out)} ({out.stat().st_size:,} bytes on disk)")
     return 0
 
 
@@ -404,7 +440,7 @@ def _cmd_encode(args) -> int:
         print(json.dumps(res))
         return 0
     print(report.size_table(res), end="")
-    print(f"saved {out} ({out.stat().st_size:,} bytes on disk)")
+    print(f"saved {_line(out)} ({out.stat().st_size:,} bytes on disk)")
     return 0
 
 
@@ -416,7 +452,7 @@ def _cmd_inspect(args) -> int:
         print(json.dumps(res))
         return 0
     t = res["totals"]
-    print(f"{args.model}: {res['architecture']}, compressed format version "
+    print(f"{_line(args.model)}: {res['architecture']}, compressed format version "
           f"{res['version']}, input shape {tuple(res['input_shape'])}")
     print(report.size_table(res), end="")
     print(f"file: {t['file_bytes']:,} bytes on disk = {t['ratio_file']:.1f}x smaller than "
@@ -431,7 +467,7 @@ def _cmd_sensitivity(args) -> int:
     scan = jobs.sensitivity(args.model, args.out, data=args.data, fractions=args.fractions,
                             val_size=args.val_size, threads=args.threads)
     print(report.sensitivity_table(scan), end="")
-    print(f"wrote {Path(args.out) / 'sensitivity.json'}, .md and .png")
+    print(f"wrote {_line(Path(args.out) / 'sensitivity.json')}, .md and .png")
     return 0
 
 
@@ -459,19 +495,19 @@ def _cmd_import(args) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{args.model}: {res['name']}, {len(res['layers'])} layers, {res['params']:,} "
+    print(f"{_line(args.model)}: {res['name']}, {len(res['layers'])} layers, {res['params']:,} "
           f"parameters, input {tuple(res['input_shape'])}, output "
           f"{tuple(res['output_shape'])}")
     width = max(len(r["name"]) for r in res["layers"])
     for r in res["layers"]:
         print(f"  {r['name']:<{width}}  {r['type']:<16} {str(tuple(r['output_shape'])):<16} "
               f"{r['params']:>10,}  <- {', '.join(r['inputs'])}")
-    print(f"saved {out} ({out.stat().st_size:,} bytes)")
+    print(f"saved {_line(out)} ({out.stat().st_size:,} bytes)")
     if res["config"]:
-        print(f"wrote the starter config {res['config']} (edit it, then: dc-engine compress "
-              f"{out} --config {res['config']})")
+        print(f"wrote the starter config {_line(res['config'])} (edit it, then: dc-engine "
+              f"compress {_line(out)} --config {_line(res['config'])})")
     elif config is not None:
-        print(f"kept the existing config {config}")
+        print(f"kept the existing config {_line(config)}")
     return 0
 
 
@@ -481,8 +517,8 @@ def _cmd_export(args) -> int:
     out = _output_path(args.out or f"{jobs.stem(args.model)}.onnx", args.force)
     res = jobs.export_onnx(args.model, out)
     kind = "compressed (decoded to float32)" if res["compressed"] else "dense"
-    print(f"{args.model}: {res['name']}, {kind}, {res['params']:,} parameters")
-    print(f"saved {out} ({res['bytes']:,} bytes)")
+    print(f"{_line(args.model)}: {res['name']}, {kind}, {res['params']:,} parameters")
+    print(f"saved {_line(out)} ({res['bytes']:,} bytes)")
     return 0
 
 
@@ -494,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     # A warning is one line for a user ("dc-engine: warning: ..."), not a source excerpt; the
     # formatter is put back afterwards (main may run inside another program, or a test).
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"{PROG}: warning: {message}\n"
+    warnings.formatwarning = lambda message, *_, **__: f"{PROG}: warning: {_line(message)}\n"
     try:
         return _run(args)
     finally:
@@ -512,12 +548,31 @@ def _run(args) -> int:
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, DCFormatError, OSError, ValueError,
-            TypeError, ImportError) as e:
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+            TypeError, ImportError, OverflowError, FloatingPointError) as e:
+        _error(args.command, e)
+        return 2
+    except MemoryError as e:
+        _error(args.command, f"out of memory{f' ({e})' if str(e) else ''}: the input needs more "
+                             f"memory than this machine has free (a smaller --batch-size, a "
+                             f"smaller model or dataset, or lower limits in dc_engine.limits)")
+        return 2
+    except RecursionError:
+        _error(args.command, "the input is nested too deeply to read")
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _line(message) -> str:
+    """``message`` on one line: newlines and control characters escaped (errors.one_line),
+    whatever it holds (a path with a newline, a library's multi-line text)."""
+    from ..errors import one_line
+    return one_line(str(message))
+
+
+def _error(command: str, message) -> None:
+    print(f"{PROG} {command}: error: {_line(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

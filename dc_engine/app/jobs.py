@@ -8,7 +8,6 @@ No arithmetic lives here.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import show_path, write_json, write_text
 from ..config import default_config_path, load_toml
+from ..core.model import Model
 from ..core.train import TrainConfig, evaluate, fit
 from ..core.zoo import ARCHITECTURES, RECIPES
 from ..errors import ConfigError, DCFormatError
@@ -125,7 +126,7 @@ def _report_base(out_path: Path, report_dir) -> Path:
 
 
 def _write_json(path, report: dict) -> None:
-    Path(path).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(path, report)  # atomic: a kill leaves the old file or none, never half a one
 
 
 def _write_study(out_dir, name: str, result: dict, table, plot) -> None:
@@ -133,7 +134,7 @@ def _write_study(out_dir, name: str, result: dict, table, plot) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / f"{name}.json", result)
-    (out_dir / f"{name}.md").write_text(table(result))
+    write_text(out_dir / f"{name}.md", table(result))
     plot(result, out_dir / f"{name}.png")
 
 
@@ -201,6 +202,24 @@ def train(arch: str, out_path, data=None, *, seed: int = 0, val_size: int = 5000
                 n_val=val["n"] if val else 0, n_test=test["n"])
 
 
+def _stage_input(path, command: str, takes: str = "dense") -> Model:
+    """The model file a stage command takes, loaded; a file of the wrong kind is named as such
+    (ValueError): no stage takes a compressed model, and ``encode`` takes a quantized one."""
+    model = load(path)
+    shown = show_path(path)
+    if model.compressed:
+        want = ("a quantized one (dc-engine quantize)" if takes == "quantized" else
+                "a dense (float) one: decode it first (dc-engine export, or model.to_dense() "
+                "in Python)")
+        raise ValueError(f"{shown} is a compressed model; {command} takes {want}")
+    if takes == "quantized":
+        plain = [l.name for l in model.weighted_layers() if l.weight_name not in l.ties]
+        if plain:
+            raise ValueError(f"{shown} is a dense model whose layers {plain} are not "
+                             f"quantized; {command} takes a quantized one (dc-engine quantize)")
+    return model
+
+
 def evaluate_file(model_path, data=None, batch_size: int = 1000,
                   threads: int | None = None) -> dict:
     """Test error of a model file of either kind: ``{"error", "accuracy", "n", "params",
@@ -230,7 +249,7 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = load(dense_path)
+    model = _stage_input(dense_path, "prune")
     config, cfg_path = read_prune_config(config_path, model.name)
     config.check_model(model)
     # before the dataset: a config problem is reported first
@@ -259,7 +278,7 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = load(pruned_path)
+    model = _stage_input(pruned_path, "quantize")
     config, cfg_path = read_quantize_config(config_path, model.name)
     config.check_model(model)
     recipe = training_recipe(model, read_recipe(config_path))
@@ -285,8 +304,8 @@ def _write_compressed(model, out_path: Path, report_dir, extra: dict) -> dict:
     """Save a compressed model, read it back (bit-exact check), write ``<stem>.sizes.json``
     and ``.png``; returns the size report of the file."""
     written = save(model, out_path, kind="compressed")
-    _check_written(model, written)
-    report = inspect(written)
+    _check_written(model, written)  # loads it: every check of inspect's
+    report = inspect(written, validate=False)
     report.update(extra)
     base = _report_base(out_path, report_dir)
     _write_json(f"{base}.sizes.json", report)
@@ -305,7 +324,7 @@ def encode(quantized_path, out_path, config_path=None, report_dir=None) -> dict:
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = load(quantized_path)
+    model = _stage_input(quantized_path, "encode", takes="quantized")
     config, cfg_path = read_encode_config(config_path, model.name)
     compressed = encode_model(model, config, verify=False)  # the file itself is checked
     return _write_compressed(compressed, out_path, report_dir, {
@@ -314,9 +333,14 @@ def encode(quantized_path, out_path, config_path=None, report_dir=None) -> dict:
         "config": config.to_dict(), "seconds": time.perf_counter() - t0})
 
 
-def inspect(path) -> dict:
-    """The size report of a compressed file, from the file alone (no dataset needed)."""
-    c = compressed_file.read(path)
+def inspect(path, validate: bool = True) -> dict:
+    """The size report of a compressed file, from the file alone (no dataset needed). With
+    ``validate`` (the default) the file first passes every check of ``dc_engine.load``
+    (decoded streams, codebooks, shapes against the hyperparameters, the limits), so a table
+    is shown only for a file that loads."""
+    c = compressed_file.read(path)  # a dense file is refused here, before it is read
+    if validate:
+        load(path)
     try:
         report = size_report(c.layers, os.path.getsize(path), c.architecture)
     except DCFormatError as exc:  # it names the layer; add the file
@@ -342,7 +366,7 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     t0 = time.perf_counter()
     out_path = Path(out_path)
     name = stem(out_path)
-    model = load(dense_path)
+    model = _stage_input(dense_path, "compress")
     config, cfg_path = read_compress_config(config_path, model.name)
     ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, threads=threads, progress=progress,
@@ -382,7 +406,7 @@ def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 
                 seed: int = 0, threads: int | None = None) -> dict:
     """LWC Fig. 6 for a dense model file: writes ``sensitivity.json``, ``sensitivity.md`` and
     ``sensitivity.png`` into ``out_dir`` and returns the scan."""
-    model = load(dense_path)
+    model = _stage_input(dense_path, "sensitivity")
     ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
     _, _, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
     if len(x_val) == 0:
@@ -401,7 +425,7 @@ def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density
                threads: int | None = None) -> dict:
     """DC Figs. 7-8 for a (pruned) model file (:func:`dc_engine.stages.studies.bits_sweep`):
     writes ``bits_sweep.json``, ``.md`` and ``.png`` into ``out_dir``."""
-    model = load(pruned_path)
+    model = _stage_input(pruned_path, "bits-sweep")
     config, _ = read_quantize_config(config_path, model.name)
     ds = load_mnist(data).for_input(model.input_shape, str(pruned_path))
     with limit_threads(threads):
@@ -470,7 +494,7 @@ def import_onnx(onnx_path, out_path, input_shape=None, name=None, config_path=No
     written = save(model, out_path, metadata=model.metadata)
     config = None
     if config_path is not None and not Path(config_path).exists():
-        Path(config_path).write_text(starter_config(model, Path(onnx_path).name))
+        write_text(config_path, starter_config(model, Path(onnx_path).name), "config")
         config = str(config_path)
     return {"name": model.name, "layers": _layer_rows(model), "params": model.num_params(),
             "input_shape": list(model.input_shape), "output_shape": list(model.output_shape()),
