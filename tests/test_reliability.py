@@ -318,3 +318,13 @@ def test_one_line_escapes_every_control_character():
     assert one_line("Ωmega ok") == "Ωmega ok"
     assert str(DCFormatError("x\ny")) == "x\\ny"
 
+
+
+def test_settings_that_imply_absurd_work_are_refused_up_front():
+    from dc_engine.core.train import MAX_EPOCHS, TrainConfig
+    from dc_engine.stages.prune import MAX_ROUNDS, PruneConfig
+
+    with pytest.raises(ValueError, match="epochs must be at most 100,000"):
+        TrainConfig(epochs=MAX_EPOCHS + 1)
+    with pytest.raises(ValueError, match="rounds must be an integer in 1..1000"):
+        PruneConfig(rounds=MAX_ROUNDS + 1)  # 10**11 rounds built a list of 10**11 first

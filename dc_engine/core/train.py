@@ -23,6 +23,10 @@ from .optim import SGD, LRSchedule
 log = logging.getLogger(__name__)
 
 
+MAX_EPOCHS = 100_000
+"""Most epochs a training config may ask for (a typo's guard: the paper's LeNets train for
+tens)."""
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run.
@@ -59,6 +63,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs!r}")
         for name in ("batch_size", "step_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:

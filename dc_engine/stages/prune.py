@@ -105,6 +105,10 @@ def check_kept(kept, what: str) -> None:
 # --------------------------------------------------------------------------------- config
 
 
+MAX_ROUNDS = 1000
+"""Most prune-retrain rounds a config may ask for (each retrains the model; the paper uses a
+handful)."""
+
 @dataclass(frozen=True)
 class LayerPrune:
     """How one layer is pruned: a target kept-fraction or a quality parameter, either one value
@@ -160,7 +164,7 @@ class PruneConfig:
     Parameters
     ----------
     layers : dict layer name -> LayerPrune. Layers not named are not pruned.
-    rounds : int >= 1. Prune-retrain iterations (LWC Sec. 3.4).
+    rounds : int in 1..MAX_ROUNDS. Prune-retrain iterations (LWC Sec. 3.4).
     retrain : dict of TrainConfig fields for each round's retraining; fields left out come from
         the model's training recipe, with ``lr`` = recipe lr x ``lr_scale``.
     lr_scale : float > 0. LWC Sec. 4 retrains the LeNets at 1/10 of the original rate.
@@ -175,8 +179,10 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
+        if (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
+                or not 1 <= self.rounds <= MAX_ROUNDS):
+            raise ValueError(f"rounds must be an integer in 1..{MAX_ROUNDS}, got "
+                             f"{self.rounds!r}")
         if not isinstance(self.layers, dict):
             raise ValueError(f"layers must be a table of layer name -> settings, got "
                              f"{type(self.layers).__name__}")
