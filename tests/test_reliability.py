@@ -328,3 +328,21 @@ def test_settings_that_imply_absurd_work_are_refused_up_front():
         TrainConfig(epochs=MAX_EPOCHS + 1)
     with pytest.raises(ValueError, match="rounds must be an integer in 1..1000"):
         PruneConfig(rounds=MAX_ROUNDS + 1)  # 10**11 rounds built a list of 10**11 first
+
+
+def test_evaluation_batches_shrink_to_fit_the_sample_limit(monkeypatch):
+    from dc_engine.core.train import evaluate
+
+    model = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    x = np.zeros((50, 1, 28, 28), np.float32)
+    y = np.zeros(50, np.int64)
+    sizes = []
+    forward = Model.forward
+    monkeypatch.setattr(Model, "forward", lambda self, xb, train=False: (
+        sizes.append(len(xb)), forward(self, xb, train))[1])
+    evaluate(model, x, y, batch_size=20)
+    assert sizes == [20, 20, 10]
+    sizes.clear()
+    with limits_set(sample_elements=3 * 32_000):  # conv2 needs 32,000 per sample
+        evaluate(model, x, y, batch_size=20)
+    assert set(sizes[:-1]) == {3}

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import kernels
+from .._validate import check_int
+from ..limits import limit
 from ..threads import limit_threads
 from .losses import softmax_cross_entropy
 from .optim import SGD, LRSchedule
@@ -141,6 +143,10 @@ class History:
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dict:
     """Loss and error of ``model`` on (x, y) in evaluation mode.
 
+    Batches hold at most ``batch_size`` samples, and fewer for a large model: so many that no
+    layer needs more than the limit ``sample_elements`` (:mod:`dc_engine.limits`) values at once
+    (one sample at least), which bounds the memory of an evaluation.
+
     Returns
     -------
     dict with ``loss`` (mean cross-entropy), ``error`` and ``accuracy`` (fractions) and ``n``.
@@ -150,8 +156,11 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dic
         raise ValueError("evaluate() needs at least one sample")
     if len(y) != n:
         raise ValueError(f"{n} inputs but {len(y)} labels")
+    check_int(batch_size, "batch_size", 1)
     total, correct = 0.0, 0
     model = model.logits_model()  # a terminal Softmax is left out: the loss takes logits
+    batch_size = min(batch_size, max(1, limit("sample_elements")
+                                     // max(1, *model.sample_work().values())))
     for i in range(0, n, batch_size):
         logits = model.forward(x[i:i + batch_size])
         yb = y[i:i + batch_size]
