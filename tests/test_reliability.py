@@ -233,6 +233,11 @@ def test_resource_errors_end_in_one_line(monkeypatch, capsys, exc):
     (["prune", str(MODELS / "lenet-5.dc.h5")], "is a compressed model; prune takes a dense"),
     (["compress", str(MODELS / "lenet-5.dc.h5")], "is a compressed model; compress takes"),
     (["inspect", str(MODELS / "lenet-5.h5")], "not a compressed model file"),
+    (["prune", str(MODELS / "lenet-5.quantized.h5")], "is a quantized model (layers ['conv1', "
+                                                      "'conv2', 'ip1', 'ip2'] share weights); "
+                                                      "prune takes a dense or pruned one"),
+    (["inspect", str(MODELS / "lenet-5.dc.h5"), "--threads", "1"], "unrecognized arguments: "
+                                                                   "--threads 1"),
 ])
 def test_stage_inputs_of_the_wrong_kind_are_named(tmp_path, monkeypatch, capsys, argv, match):
     monkeypatch.chdir(tmp_path)
@@ -250,6 +255,12 @@ def test_paths_with_newlines_are_shown_escaped(capsys, argv):
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err, argv[0])
     assert "\\n" in line
+
+
+def test_a_symlink_loop_as_the_data_folder_is_a_missing_folder(tmp_path, capsys):
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    assert main(["eval", str(MODELS / "lenet-5.dc.h5"), "--data", str(tmp_path / "loop")]) == 2
+    assert "data folder not found" in one_error_line(capsys.readouterr().err, "eval")
 
 
 @pytest.mark.parametrize("argv", [["eval"], ["eval", "x.h5", "--threads", "100000"],
@@ -346,3 +357,29 @@ def test_evaluation_batches_shrink_to_fit_the_sample_limit(monkeypatch):
     with limits_set(sample_elements=3 * 32_000):  # conv2 needs 32,000 per sample
         evaluate(model, x, y, batch_size=20)
     assert set(sizes[:-1]) == {3}
+
+
+@pytest.mark.parametrize("name", ["lenet-5.dc.h5", "lenet-300-100.dc.h5", "lenet-5.h5"])
+def test_four_threads_on_one_model_agree_with_serial_runs(name):
+    import threading
+
+    model = dc_engine.load(MODELS / name)
+    x = np.random.default_rng(0).random((32, *model.input_shape), dtype=np.float32)
+    one = [model.forward(x[i:i + 1]) for i in range(len(x))]  # the batch-1 path
+    batch = model.forward(x)
+    bad = []
+
+    def run(k: int) -> None:
+        for r in range(64):
+            i = (7 * k + r) % len(x)
+            if not np.array_equal(model.forward(x[i:i + 1]), one[i]):
+                bad.append((k, i))
+            if r % 16 == 0 and not np.array_equal(model.forward(x), batch):
+                bad.append((k, "batch"))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []

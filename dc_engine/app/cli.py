@@ -524,7 +524,11 @@ def _cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dc-engine`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # argparse would name no command: "dc-engine: error: unrecognized arguments"
+        print(f"{PROG} {args.command}: error: unrecognized arguments: "
+              f"{_line(' '.join(extra))} (see {PROG} {args.command} --help)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # A warning is one line for a user ("dc-engine: warning: ..."), not a source excerpt; the

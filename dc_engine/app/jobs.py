@@ -204,7 +204,9 @@ def train(arch: str, out_path, data=None, *, seed: int = 0, val_size: int = 5000
 
 def _stage_input(path, command: str, takes: str = "dense") -> Model:
     """The model file a stage command takes, loaded; a file of the wrong kind is named as such
-    (ValueError): no stage takes a compressed model, and ``encode`` takes a quantized one."""
+    (ValueError): no stage takes a compressed model, ``encode`` takes a quantized one, and
+    ``takes="unshared"`` (pruning) refuses a quantized one, whose weights are tied to
+    codebooks."""
     model = load(path)
     shown = show_path(path)
     if model.compressed:
@@ -212,6 +214,12 @@ def _stage_input(path, command: str, takes: str = "dense") -> Model:
                 "a dense (float) one: decode it first (dc-engine export, or model.to_dense() "
                 "in Python)")
         raise ValueError(f"{shown} is a compressed model; {command} takes {want}")
+    if takes == "unshared":
+        shared = [l.name for l in model.weighted_layers() if l.weight_name in l.ties]
+        if shared:
+            raise ValueError(f"{shown} is a quantized model (layers {shared} share weights); "
+                             f"{command} takes a dense or pruned one: the model it was "
+                             f"quantized from")
     if takes == "quantized":
         plain = [l.name for l in model.weighted_layers() if l.weight_name not in l.ties]
         if plain:
@@ -249,7 +257,7 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     """
     t0 = time.perf_counter()
     out_path = Path(out_path)
-    model = _stage_input(dense_path, "prune")
+    model = _stage_input(dense_path, "prune", takes="unshared")
     config, cfg_path = read_prune_config(config_path, model.name)
     config.check_model(model)
     # before the dataset: a config problem is reported first
@@ -366,7 +374,7 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     t0 = time.perf_counter()
     out_path = Path(out_path)
     name = stem(out_path)
-    model = _stage_input(dense_path, "compress")
+    model = _stage_input(dense_path, "compress", takes="unshared")
     config, cfg_path = read_compress_config(config_path, model.name)
     ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, threads=threads, progress=progress,
@@ -406,7 +414,7 @@ def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 
                 seed: int = 0, threads: int | None = None) -> dict:
     """LWC Fig. 6 for a dense model file: writes ``sensitivity.json``, ``sensitivity.md`` and
     ``sensitivity.png`` into ``out_dir`` and returns the scan."""
-    model = _stage_input(dense_path, "sensitivity")
+    model = _stage_input(dense_path, "sensitivity", takes="unshared")
     ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
     _, _, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
     if len(x_val) == 0:

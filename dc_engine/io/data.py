@@ -378,7 +378,7 @@ class Dataset:
 def _is_default_dir(folder: Path) -> bool:
     try:
         return folder.resolve() == Path(DEFAULT_DATA_DIR).resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
 
 
