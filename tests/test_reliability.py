@@ -383,3 +383,11 @@ def test_four_threads_on_one_model_agree_with_serial_runs(name):
     for t in threads:
         t.join()
     assert bad == []
+
+
+def test_evaluating_a_model_without_layers_still_works():
+    from dc_engine.core.train import evaluate
+
+    x = np.eye(4, dtype=np.float32)  # the inputs are the logits
+    res = evaluate(Model([], (4,)), x, np.array([0, 1, 2, 0]))
+    assert res["error"] == 0.25

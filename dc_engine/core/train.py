@@ -160,7 +160,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> dic
     total, correct = 0.0, 0
     model = model.logits_model()  # a terminal Softmax is left out: the loss takes logits
     batch_size = min(batch_size, max(1, limit("sample_elements")
-                                     // max(1, *model.sample_work().values())))
+                                     // max([1, *model.sample_work().values()])))
     for i in range(0, n, batch_size):
         logits = model.forward(x[i:i + batch_size])
         yb = y[i:i + batch_size]
