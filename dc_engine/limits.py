@@ -10,6 +10,10 @@ MAX_BITS = 16
 """Widest weight code, relative-index gap field and index array: codes and gaps are held in
 uint16, and a codebook has at most ``2**MAX_BITS`` entries."""
 
+MAX_LAYERS = 10_000
+"""Most layers a model file (dense or compressed) may hold: a guard against absurd layer lists
+(loading takes about a millisecond per layer)."""
+
 MAX_CODE_LENGTH = 15
 """Longest Huffman code a layer payload can record (its code-length tables hold 4 bits per
 symbol)."""
@@ -88,5 +92,5 @@ def limits_set(**values: int | None):
         _SET.update(old)
 
 
-__all__ = ["MAX_BITS", "MAX_CODE_LENGTH", "LIMITS", "ENV_VARS", "limit", "set_limits",
+__all__ = ["MAX_BITS", "MAX_LAYERS", "MAX_CODE_LENGTH", "LIMITS", "ENV_VARS", "limit", "set_limits",
            "limits_set"]

@@ -391,3 +391,18 @@ def test_evaluating_a_model_without_layers_still_works():
     x = np.eye(4, dtype=np.float32)  # the inputs are the logits
     res = evaluate(Model([], (4,)), x, np.array([0, 1, 2, 0]))
     assert res["error"] == 0.25
+
+
+def test_a_dense_file_holds_at_most_max_layers(tmp_path, monkeypatch):
+    from dc_engine.core.layers import ReLU
+    from dc_engine.io import dense
+    from dc_engine.limits import MAX_LAYERS
+
+    model = Model([ReLU() for _ in range(12)], (4,))
+    dc_engine.save(model, tmp_path / "relu.h5")
+    monkeypatch.setattr(dense, "MAX_LAYERS", 10)  # 100,000 layers took 100 s to load
+    with pytest.raises(DCFormatError, match=r"too many layers: expected at most 10 .*found 12"):
+        dc_engine.load(tmp_path / "relu.h5")
+    with pytest.raises(ValueError, match="at most 10 layers"):
+        dc_engine.save(model, tmp_path / "other.h5")
+    assert MAX_LAYERS == 10_000

@@ -37,6 +37,7 @@ import numpy as np
 
 from .._validate import is_int
 from ..core.layers import LAYER_TYPES, RESERVED_HYPERPARAMETERS
+from ..limits import MAX_LAYERS
 from ._h5 import (
     COMPRESSED_KIND,
     CORRUPT,
@@ -63,8 +64,6 @@ COMPRESSED_VERSION = 2
 _GRAPH_VERSION = 2
 #: Largest payload kept in COMPACT layout (HDF5 caps a header message below 64 KiB).
 COMPACT_LIMIT = 60_000
-#: Most layers a file may declare (a guard against absurd architecture attributes).
-MAX_LAYERS = 10_000
 
 _LIBVER = ("v110", "v110")  # superblock v3, v2 object headers: checksummed, compact
 _DATASET = "payload"

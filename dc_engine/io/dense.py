@@ -34,7 +34,7 @@ from ..codecs.codebook import index_dtype
 from ..core.layers import LAYER_TYPES, Layer, build_layer, layer_param_shapes
 from ..core.model import Model
 from ..core.ties import WeightShare
-from ..limits import MAX_BITS
+from ..limits import MAX_BITS, MAX_LAYERS
 from ._h5 import (
     COMPRESSED_KIND,
     CORRUPT,
@@ -241,6 +241,9 @@ def _plan_dense(model: Model, metadata: dict | None) -> tuple[dict, list[dict]]:
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
     meta_json = _to_json({} if metadata is None else metadata, "metadata")
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"a model file holds at most {MAX_LAYERS:,} layers "
+                         f"(dc_engine.limits.MAX_LAYERS), this model has {len(model.layers):,}")
     names = [layer.name for layer in model.layers]
     for what, name in [("model.name", model.name)] + [("layer name", n) for n in names]:
         if not isinstance(name, str):
@@ -322,9 +325,10 @@ def save(model: Model, path: PathLike, metadata: dict | None = None) -> Path:
         represent, a parameter is not float32/float64, or a shared parameter's codebook or
         index has the wrong dtype or shape.
     ValueError
-        If a parameter has NaN or inf values, a mask does not match its parameter, a name
-        contains NUL, or a shared parameter has a non-finite codebook, ``codebook[0] != 0``,
-        an index value out of range, or values other than ``codebook[idx]``.
+        If the model has more than ``MAX_LAYERS`` layers, a parameter has NaN or inf values,
+        a mask does not match its parameter, a name contains NUL, or a shared parameter has
+        a non-finite codebook, ``codebook[0] != 0``, an index value out of range, or values
+        other than ``codebook[idx]``.
     FileNotFoundError
         If the target's folder does not exist.
     IsADirectoryError
@@ -384,6 +388,9 @@ def _read_root(f: h5py.File, path: Path) -> dict:
     if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
         _fail(path, "bad attribute 'layer_order'", "a JSON list of distinct layer names",
               f"{order!r:.80}")
+    if len(order) > MAX_LAYERS:
+        _fail(path, "too many layers", f"at most {MAX_LAYERS:,} (dc_engine.limits.MAX_LAYERS)",
+              f"{len(order):,} in 'layer_order'")
     output = None
     if "output" in f.attrs:
         if version < _GRAPH_VERSION:
