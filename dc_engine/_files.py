@@ -107,6 +107,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temporary(target: Path) -> tuple[int, str]:
+    """A new temporary file beside ``target``, named ``.NAME.PID-RANDOM.tmp`` (what
+    :func:`stale_temporaries` looks for): ``(fd, path)``."""
+    return tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp",
+                            dir=target.parent)
+
+
 def stale_temporaries(target: Path) -> list[Path]:
     """The temporary files left beside ``target`` by writers that were killed (their pid no
     longer runs on this machine)."""
@@ -151,8 +158,7 @@ def check_output(path: PathLike, what: str = "output", probe: bool = False) -> P
                               f"{show_path(folder)} is not writable. Pick another path.")
     if probe:
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp",
-                                       dir=folder)
+            fd, tmp = _temporary(target)
         except OSError as exc:
             raise PermissionError(f"cannot save the {what} to {shown}: cannot create a file in "
                                   f"{show_path(folder)} ({exc.strerror or exc}). Pick another "
@@ -180,8 +186,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None], what: str = "file
     for old in stale_temporaries(target):
         with contextlib.suppress(OSError):
             old.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp",
-                               dir=folder)
+    fd, tmp = _temporary(target)
     try:
         os.close(fd)
         write(tmp)

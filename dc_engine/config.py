@@ -18,8 +18,8 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-from ._files import regular_file, show_path
-from .errors import ConfigError, one_line
+from ._files import regular_file
+from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -32,12 +32,11 @@ def load_toml(path) -> dict:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read the config file {show_path(path)}: "
-                          f"{e.strerror or e}") from None
+        raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{show_path(path)} is not valid TOML: not UTF-8 text ({e})") from None
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 text ({e})") from None
     except (tomllib.TOMLDecodeError, RecursionError) as e:
-        raise ConfigError(f"{show_path(path)} is not valid TOML: {one_line(str(e))}") from None
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
 
 
 def default_config_path(architecture: str) -> Path:

@@ -66,6 +66,12 @@ def limit(name: str) -> int:
     return value
 
 
+def how_to_raise(name: str) -> str:
+    """The advice a refusal by the limit ``name`` ends with."""
+    return (f"if it is meant to be this large, raise the limit ({ENV_VARS[name]}=N, or "
+            f"dc_engine.limits.set_limits({name}=N))")
+
+
 def set_limits(**values: int | None) -> None:
     """Set limits for this process, e.g. ``set_limits(sample_elements=2**30)``; None goes back
     to the environment variable or the default."""
@@ -92,5 +98,5 @@ def limits_set(**values: int | None):
         _SET.update(old)
 
 
-__all__ = ["MAX_BITS", "MAX_LAYERS", "MAX_CODE_LENGTH", "LIMITS", "ENV_VARS", "limit", "set_limits",
-           "limits_set"]
+__all__ = ["MAX_BITS", "MAX_LAYERS", "MAX_CODE_LENGTH", "LIMITS", "ENV_VARS", "limit",
+           "how_to_raise", "set_limits", "limits_set"]

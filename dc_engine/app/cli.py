@@ -32,10 +32,13 @@ class _Parser(argparse.ArgumentParser):
 def _threads(text: str) -> int:
     from ..threads import check_threads
     try:
-        return check_threads(int(text))
-    except (TypeError, ValueError) as exc:
-        msg = str(exc) if "threads" in str(exc) else f"not an integer: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    try:
+        return check_threads(n)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:

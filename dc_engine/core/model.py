@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import kernels
 from .._validate import check_int
-from ..limits import ENV_VARS, limit
+from ..limits import how_to_raise, limit
 from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
 _FLOAT32 = np.dtype(np.float32)
@@ -182,9 +182,8 @@ class Model:
             if n > cap:
                 raise ValueError(
                     f"layer {name!r} needs {n:,} values per sample (its input, output or "
-                    f"scratch space), above the limit of {cap:,}; if the model is meant to be "
-                    f"this large, raise the limit ({ENV_VARS['sample_elements']}=N, or "
-                    f"dc_engine.limits.set_limits(sample_elements=N))")
+                    f"scratch space), above the limit of {cap:,}; "
+                    f"{how_to_raise('sample_elements')}")
 
     def __getitem__(self, name: str) -> Layer:
         for layer in self.layers:

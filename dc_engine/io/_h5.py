@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import h5py
 import numpy as np
 
-from .._files import atomic_write, regular_file, show_path
+from .._files import atomic_write, regular_file
 from ..errors import DCFormatError
 
 PathLike = str | os.PathLike
@@ -40,7 +40,7 @@ CORRUPT = ("The file is damaged (interrupted copy, disk error or edit): restore 
 def fail(path: Path, problem: str, expected: str, found: str, layer: str | None = None,
          fix: str = FIX) -> NoReturn:
     """Raise DCFormatError: ``<path>[, layer <l>]: <problem>: expected ..., found ... <fix>``."""
-    where = show_path(path) if layer is None else f"{show_path(path)}, layer {layer!r}"
+    where = f"{path}" if layer is None else f"{path}, layer {layer!r}"  # DCFormatError escapes
     raise DCFormatError(f"{where}: {problem}: expected {expected}, found {found}. {fix}")
 
 

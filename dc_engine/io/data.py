@@ -31,7 +31,7 @@ import numpy as np
 
 from .._files import regular_file
 from ..errors import DatasetError
-from ..limits import ENV_VARS, limit
+from ..limits import how_to_raise, limit
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -168,10 +168,8 @@ def _parse_and_read(
         shape = " x ".join(str(d) for d in dims)
         raise DatasetError(
             f"{path}: the header declares {shape} items of {dtype.itemsize} byte(s), "
-            f"{expected:,} bytes, above the limit of {cap:,} bytes per dataset file. If the "
-            f"file is meant to be this large, raise the limit ({ENV_VARS['dataset_bytes']}=N, "
-            f"or dc_engine.limits.set_limits(dataset_bytes=N)); otherwise the header is "
-            f"corrupt. {_FIX_HINT}"
+            f"{expected:,} bytes, above the limit of {cap:,} bytes per dataset file; "
+            f"{how_to_raise('dataset_bytes')}; otherwise the header is corrupt. {_FIX_HINT}"
         )
 
     if raw_size is not None:  # uncompressed: check the length before reading anything

@@ -25,7 +25,7 @@ from ..errors import DCFormatError
 from ..io import compressed as compressed_file
 from ..io import dense as dense_file
 from ..io._h5 import COMPRESSED_KIND, PathLike, existing_file, file_kind, reading
-from ..limits import ENV_VARS, limit
+from ..limits import how_to_raise, limit
 from .sqmatrix import CompressedMatrix
 
 DEFAULT_INDEX_BITS = 5
@@ -148,10 +148,8 @@ def _check_declared_weights(c, path: Path) -> None:
     cap = limit("model_weights")
     if total > cap:
         raise DCFormatError(f"{path}: the layers declare {total:,} weights, above the limit of "
-                            f"{cap:,}; if the model is meant to be this large, raise the limit "
-                            f"({ENV_VARS['model_weights']}=N, or "
-                            f"dc_engine.limits.set_limits(model_weights=N)); otherwise the "
-                            f"file is corrupt")
+                            f"{cap:,}; {how_to_raise('model_weights')}; otherwise the file is "
+                            f"corrupt")
 
 
 def _load_compressed(path: Path) -> Model:
