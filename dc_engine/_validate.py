@@ -77,8 +77,9 @@ def int_array(x, what: str) -> np.ndarray:
 
 
 def kernel_input(x: np.ndarray, dtype) -> np.ndarray:
-    """C-contiguous, writeable ``dtype`` array for a kernel with an eager signature (those take
-    mutable arrays; a read-only buffer such as ``np.frombuffer(bytes)`` is copied)."""
+    """C-contiguous, writeable ``dtype`` array for a codec kernel: the one specialisation it is
+    compiled (and cached) for takes mutable C arrays of the stated dtype, so a read-only buffer
+    such as ``np.frombuffer(bytes)`` is copied rather than compiling another."""
     return np.require(x, dtype=dtype, requirements=["C", "W"])
 
 

@@ -1,9 +1,9 @@
 """Data augmentation: integer translations of NCHW images with zero fill."""
 
-import numba
+from ._config import jit
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def shift_images(x, shift_y, shift_x, out):
     """Translate image n by (shift_y[n], shift_x[n]) pixels, filling with zeros.
 

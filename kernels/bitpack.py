@@ -7,14 +7,17 @@ last byte's unused high bits (the padding) are 0. This is ``np.packbits(..., bit
 applied to each value's bits, least significant first. Example: width 4, values ``[1, 2]`` give
 the byte ``0x21``; width 12, values ``[0xABC, 0x123]`` give ``bc 3a 12``.
 
-Codecs are exact: no fastmath (docs/CONTRIBUTING.md, "Numba"), and eager signatures so that a
-caller passing the wrong dtype fails instead of silently compiling a new specialisation.
+Codecs are exact: no fastmath (docs/CONTRIBUTING.md, "Numba"). Compiled at first use (no
+eager signature: importing compiles nothing); the caller (:mod:`dc_engine.codecs.bitpack`)
+converts to the dtypes below, so one specialisation is compiled and cached.
 """
 
 import numba
 
+from ._config import jit
 
-@numba.njit("void(uint16[::1], int64, uint8[::1])", cache=True, nogil=True)
+
+@jit()
 def pack_bits(values, width, out):
     """Pack ``n`` values of ``width`` bits each into ``ceil(n * width / 8)`` bytes, LSB first.
 
@@ -41,7 +44,7 @@ def pack_bits(values, width, out):
         out[o] = acc & 0xFF
 
 
-@numba.njit("void(uint8[::1], int64, int64, uint16[::1])", cache=True, nogil=True)
+@jit()
 def unpack_bits(data, width, n, out):
     """Unpack ``n`` values of ``width`` bits each from a stream written by :func:`pack_bits`.
 

@@ -13,10 +13,11 @@ OpenBLAS's spinning threads made a LeNet-5 step several times slower (docs/KERNE
 gets the cores, these memory-bound loops run in between.
 """
 
-import numba
+
+from ._config import jit
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def _valid_cols(b, stride, pad_left, ow, w):
     """First and one-past-last output column j whose input column j*stride-pad_left+b is inside
     [0, w)."""
@@ -29,7 +30,7 @@ def _valid_cols(b, stride, pad_left, ow, w):
     return j_lo, j_hi
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def im2col(x, kh, kw, stride, pad_top, pad_left, oh, ow, cols):
     """Unfold receptive fields into columns (Caffe's layout, one batch-wide matrix).
 
@@ -67,7 +68,7 @@ def im2col(x, kh, kw, stride, pad_top, pad_left, oh, ow, cols):
                         for j in range(j_hi, ow):
                             cols[k, base + j] = 0.0
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def col2im(cols, kh, kw, stride, pad_top, pad_left, oh, ow, dx):
     """Fold columns back, adding overlapping receptive fields (the adjoint of :func:`im2col`).
 
@@ -96,7 +97,7 @@ def col2im(cols, kh, kw, stride, pad_top, pad_left, oh, ow, dx):
                             dx[n, c, y, j * stride + x0] += cols[k, base + j]
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def im2col_valid(x, kh, kw, oh, ow, cols):
     """:func:`im2col` for stride 1 and no padding (LeNet's convolutions), several times faster:
     every inner loop is a contiguous, bounds-free copy that vectorises.
@@ -124,7 +125,7 @@ def im2col_valid(x, kh, kw, oh, ow, cols):
                         o += ow
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def col2im_valid(cols, kh, kw, oh, ow, dx):
     """:func:`col2im` for stride 1 and no padding (the adjoint of :func:`im2col_valid`).
 

@@ -5,12 +5,14 @@ stream bit ``k`` is bit ``7 - k % 8`` of byte ``k // 8``. Each code is written m
 bit first: the code of length ``l`` and value ``c`` contributes the bits
 ``(c >> (l - 1)) & 1, ..., c & 1`` in that order. The unused low bits of the last byte are 0.
 
-Exact integer code (no fastmath); eager signatures so that dtype drift fails
-instead of recompiling (rule 19).
+Exact integer code (no fastmath). Compiled at first use, like every kernel (no eager
+signature: importing compiles nothing); the callers (:mod:`dc_engine.codecs.huffman`) convert
+their arrays to the dtypes stated below, so one specialisation is compiled and cached.
 """
 
-import numba
 import numpy as np
+
+from ._config import jit
 
 # Status codes returned by huffman_decode (the reference twin uses the same literal values).
 DECODE_OK = 0
@@ -19,7 +21,7 @@ DECODE_INVALID = -2  # max_len real bits that start no code (a hole in the table
 DECODE_TRAILING = -3  # n symbols decoded but bits are left over before n_bits
 
 
-@numba.njit("int64(uint16[::1], uint32[::1], uint8[::1], uint8[::1])", cache=True, nogil=True)
+@jit()
 def huffman_encode(symbols, codes, lengths, out):
     """Write the code of every symbol into a bit stream (MSB-first bytes, MSB-first codes).
 
@@ -59,8 +61,7 @@ def huffman_encode(symbols, codes, lengths, out):
     return n_bits
 
 
-@numba.njit("int64(uint8[::1], int64, int64, uint16[::1], uint8[::1], int64, uint16[::1])",
-            cache=True, nogil=True)
+@jit()
 def huffman_decode(data, n_bits, n, table_sym, table_len, max_len, out):
     """Decode ``n`` symbols with one table lookup each (peek max_len bits, consume the length).
 

@@ -4,10 +4,11 @@ Both are exact (no fastmath): the assignment and its ties must match the NumPy
 twin bit for bit, and the sums are accumulated in input order, as ``np.bincount`` does.
 """
 
-import numba
+
+from ._config import jit
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def assign_sorted(x, centroids, labels):
     """Index of the nearest centroid for every value, by binary search (O(n log k)).
 
@@ -61,7 +62,7 @@ def assign_sorted(x, centroids, labels):
         labels[i] = lo
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def segment_sum(values, labels, sums, counts):
     """Sum and count the values of each label (Lloyd update; the centroid gradient of DC Eq. 3).
 

@@ -1,10 +1,11 @@
 """Pooling forward and backward over NCHW arrays: max pooling (unpadded, and padded or ceil
 mode) and average pooling (zero padding, ONNX AveragePool semantics)."""
 
-import numba
+
+from ._config import jit
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def _maxpool_2x2(x, oh, ow, y, arg):
     """The 2x2, stride-2 case unrolled and branch-free (the generic loop's comparisons
     mispredict; docs/KERNELS.md has the measurement). Ties go to the first maximum in row-major
@@ -35,7 +36,7 @@ def _maxpool_2x2(x, oh, ow, y, arg):
                     idx[i, j] = k_bot if m3 else k_top
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def maxpool2d_forward(x, size, stride, oh, ow, y, arg):
     """Max over ``size`` x ``size`` windows at ``stride``.
 
@@ -74,7 +75,7 @@ def maxpool2d_forward(x, size, stride, oh, ow, y, arg):
                     idx[i, j] = best_k
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def maxpool2d_backward(dy, arg, dx):
     """Route each output gradient to the input position that won the max.
 
@@ -96,7 +97,7 @@ def maxpool2d_backward(dy, arg, dx):
                     plane[idx[i, j]] += g[i, j]
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def maxpool2d_padded_forward(x, kh, kw, stride, pad_top, pad_left, oh, ow, y, arg):
     """Max over ``kh`` x ``kw`` windows at ``stride`` with padding that never wins (it acts as
     -inf, as in ONNX MaxPool and PyTorch): each window is clipped to the image.
@@ -146,7 +147,7 @@ def maxpool2d_padded_forward(x, kh, kw, stride, pad_top, pad_left, oh, ow, y, ar
                     idx[i, j] = best_k
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def _avg_divisor(r0, c0, kh, kw, h, w, pad_bottom, pad_right, count_include_pad):
     """How many positions the average of the window at (r0, c0) divides by (see
     :func:`avgpool2d_forward`)."""
@@ -155,7 +156,7 @@ def _avg_divisor(r0, c0, kh, kw, h, w, pad_bottom, pad_right, count_include_pad)
     return (min(r0 + kh, h) - max(r0, 0)) * (min(c0 + kw, w) - max(c0, 0))
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def avgpool2d_forward(x, kh, kw, stride, pad_top, pad_left, pad_bottom, pad_right,
                       count_include_pad, oh, ow, y):
     """Average over ``kh`` x ``kw`` windows at ``stride`` with zero padding (ONNX AveragePool,
@@ -204,7 +205,7 @@ def avgpool2d_forward(x, kh, kw, stride, pad_top, pad_left, pad_bottom, pad_righ
                                                    count_include_pad)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def avgpool2d_backward(dy, kh, kw, stride, pad_top, pad_left, pad_bottom, pad_right,
                        count_include_pad, dx):
     """Spread each output gradient evenly over the image positions of its window, divided by

@@ -1,9 +1,10 @@
 """Fused SGD-with-momentum updates (Caffe's rule), one pass over memory, no temporaries."""
 
-import numba
+
+from ._config import jit
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sgd_momentum(w, g, v, lr, momentum, decay):
     """v <- momentum * v - lr * (g + decay * w);  w <- w + v.
 
@@ -20,7 +21,7 @@ def sgd_momentum(w, g, v, lr, momentum, decay):
         w[i] += v[i]  # the stored (rounded) momentum, as the reference
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sgd_momentum_masked(w, g, v, mask, lr, momentum, decay):
     """As :func:`sgd_momentum` where ``mask`` is true; elsewhere ``w`` and ``v`` become exactly
     +0.0 (pruned connections stay pruned: gradient and momentum are masked).

@@ -19,14 +19,17 @@ position 4 + 8 = 12. (The paper draws the position differences 1, 3, 8, 3, i.e. 
 after the first entry.) EIE's example ``[0,0,1,2, 18 zeros, 3]`` with 4 bits gives
 ``gaps = [2, 0, 15, 2]``, ``codes = [1, 2, 0, 3]``.
 
-Exact integer kernels, no fastmath (docs/CONTRIBUTING.md, "Numba"), eager signatures
-(dtype drift fails instead of recompiling).
+Exact integer kernels, no fastmath (docs/CONTRIBUTING.md, "Numba"). Compiled at first use (no
+eager signature: importing compiles nothing); the caller (:mod:`dc_engine.codecs.relindex`)
+converts to the dtypes below, so one specialisation is compiled and cached.
 """
 
 import numba
 
+from ._config import jit
 
-@numba.njit("int64(uint16[::1], int64)", cache=True, nogil=True)
+
+@jit()
 def count_entries(codes, index_bits):
     """Number of entries (non-zeros plus fillers) that :func:`encode_relative` writes.
 
@@ -51,7 +54,7 @@ def count_entries(codes, index_bits):
     return count
 
 
-@numba.njit("void(uint16[::1], int64, uint16[::1], uint16[::1])", cache=True, nogil=True)
+@jit()
 def encode_relative(codes, index_bits, gaps, out_codes):
     """Relative-index encoding of a flattened code array, with filler entries.
 
@@ -83,7 +86,7 @@ def encode_relative(codes, index_bits, gaps, out_codes):
         run = 0
 
 
-@numba.njit("void(uint16[::1], uint16[::1], int64, uint16[::1])", cache=True, nogil=True)
+@jit()
 def decode_relative(gaps, codes, n, out):
     """Scatter relative-index entries back to a dense per-weight code array.
 

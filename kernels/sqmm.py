@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._config import FASTMATH
+from ._config import FASTMATH, jit
 
 _U = numba.uint64
 
@@ -43,7 +43,7 @@ _U = numba.uint64
 # --------------------------------------------------------------------------- layout
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sq_count(idx2d, index_bits, rowptr):
     """Row pointers of the per-row relative-index entries (non-zeros plus fillers).
 
@@ -68,7 +68,7 @@ def sq_count(idx2d, index_bits, rowptr):
         rowptr[r + 1] = rowptr[r] + count
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sq_encode(idx2d, index_bits, rowptr, words):
     """Pack every row's relative-index entries into one word each: ``code << ib | gap``.
 
@@ -99,7 +99,7 @@ def sq_encode(idx2d, index_bits, rowptr, words):
             run = 0
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sq_decode(words, rowptr, index_bits, out):
     """Scatter the packed entries back to a dense code array (the inverse of :func:`sq_encode`).
 
@@ -148,7 +148,7 @@ def sq_row_blocks(rowptr, n_blocks):
     return np.unique(np.concatenate(([0], inner, [out]))).astype(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def sq_col_split(words, rowptr, index_bits, tile_cols, split_k, split_col):
     """Where each row's entries cross the column-tile boundaries (for :func:`sq_matmul_t`).
 
@@ -187,7 +187,7 @@ def sq_col_split(words, rowptr, index_bits, tile_cols, split_k, split_col):
 # --------------------------------------------------------------------------- products
 
 
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+@jit(fastmath=FASTMATH)
 def _matvec_rows(words, rowptr, r0, r1, index_bits, codebook, x, y):
     """y[r] for rows r0 <= r < r1 (see sq_matvec). Four accumulators: the FMA latency chain of
     one accumulator was the bottleneck."""
@@ -227,7 +227,7 @@ def _matvec_rows(words, rowptr, r0, r1, index_bits, codebook, x, y):
         y[r] = (a0 + a1) + (a2 + a3)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit()
 def add_bias_relu(y, bias, relu):
     """``y += bias``, then ``y = max(y, 0)`` when ``relu``, in place: a Dense layer's epilogue
     after a batch-1 product (one call instead of two NumPy ones).
@@ -254,7 +254,7 @@ def add_bias_relu(y, bias, relu):
 
 
 # parallel=True: blocks of rows go to threads; each block writes only its own rows of y.
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y):
     """``y = W @ x`` for a sparse-quantized ``W``, batch 1 (EIE's operation, on the CPU).
 
@@ -283,7 +283,7 @@ def sq_matvec(words, rowptr, blocks, index_bits, codebook, x, y):
         _matvec_rows(words, rowptr, blocks[b], blocks[b + 1], index_bits, codebook, x, y)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+@jit(fastmath=FASTMATH)
 def _matmul_t_task(words, split_k, split_col, r0, r1, n0, n1, index_bits, codebook, xt, yt):
     """yt[r0:r1, n0:n1] (see sq_matmul_t): column tile by column tile, four entries per update
     of a yt row (a quarter of the yt loads and stores of one entry per update)."""
@@ -334,7 +334,7 @@ def _matmul_t_task(words, split_k, split_col, r0, r1, n0, n1, index_bits, codebo
 
 
 # parallel=True: row blocks go to threads; each writes its own rows of Yt.
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def sq_matmul_t(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n, yt):
     """``Yt = W @ Xt`` for a sparse-quantized ``W``: a Dense layer at batch N (``Xt = X.T``) or a
     convolution (``Xt`` = im2col matrix, ``W`` = conv weight reshaped to (out, C*kh*kw)).

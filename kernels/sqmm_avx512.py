@@ -43,7 +43,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._config import FASTMATH
+from ._config import FASTMATH, jit
 
 #: Codebooks up to this many entries are looked up in registers (two zmm and one vpermi2ps up
 #: to 32 entries, four zmm, two vpermi2ps and a blend up to 64); longer ones by a gather.
@@ -367,7 +367,7 @@ def _row_dot(typingctx, words, k0, k1, index_bits, cbv, x):
 
 
 # parallel=True: blocks of rows go to threads; each block writes only its own rows of y.
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def sq_matvec_avx512(words, rowptr, blocks, index_bits, cbv, x, y):
     """``y = W @ x`` for a sparse-quantized ``W``, batch 1, 16 entries per step (AVX-512).
 
@@ -474,7 +474,7 @@ def _segment_update(typingctx, words, k0, k1, col0, index_bits, codebook, xt, n0
     return sig, codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+@jit(fastmath=FASTMATH)
 def _matmul_t_task(words, split_k, split_col, r0, r1, c0, c1, index_bits, codebook, xt, yt):
     """yt[r0:r1, c0:c1] (see sq_matmul_t_avx512): column tile by column tile, each row's
     segment in 64-column register blocks."""
@@ -490,7 +490,7 @@ def _matmul_t_task(words, split_k, split_col, r0, r1, c0, c1, index_bits, codebo
 
 
 # parallel=True: row blocks (or column chunks) go to threads; each writes its own part of Yt.
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+@jit(parallel=True, fastmath=FASTMATH)
 def sq_matmul_t_avx512(words, split_k, split_col, blocks, index_bits, codebook, xt, block_n,
                        yt):
     """``Yt = W @ Xt`` for a sparse-quantized ``W`` (AVX-512): the work split of

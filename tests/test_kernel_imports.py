@@ -1,10 +1,11 @@
-"""Static checks on kernels/: imports, cache=True, fastmath from one constant, a NumPy twin
-per kernel (docs/CONTRIBUTING.md, "Numba")."""
+"""Static checks on kernels/: imports, one caching decorator (kernels._config.jit), fastmath from
+one constant, a NumPy twin per kernel (docs/CONTRIBUTING.md, "Numba")."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,19 +35,26 @@ def test_kernel_files_found():
     assert {"__init__.py", "_config.py", "reference.py", "conv.py", "pool.py"} <= names
 
 
+# kernels/_config.py sets Numba up (where the compiled code is cached): it may also use the
+# standard library (os, logging, warnings, ...).
+CONFIG_FILE = "_config.py"
+
+
 @pytest.mark.parametrize("path", KERNEL_FILES, ids=_ids)
 def test_kernels_import_only_numpy_numba_math(path):
+    allowed = ALLOWED_ROOTS | (set(sys.stdlib_module_names) if path.name == CONFIG_FILE
+                               else set())
     bad = []
     for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] not in ALLOWED_ROOTS:
+                if alias.name.split(".")[0] not in allowed:
                     bad.append(f"line {node.lineno}: import {alias.name}")
         elif isinstance(node, ast.ImportFrom):
             if node.level > 0:  # relative: stays inside kernels/
                 continue
             root = (node.module or "").split(".")[0]
-            if root not in ALLOWED_ROOTS | DIRECTIVES:
+            if root not in allowed | DIRECTIVES:
                 bad.append(f"line {node.lineno}: from {node.module} import ...")
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id == "__import__"):
@@ -54,8 +62,9 @@ def test_kernels_import_only_numpy_numba_math(path):
     assert not bad, f"{path.name} imports outside numpy/numba/math: {bad}"
 
 
-def _jit_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
-    """Names bound to the numba module and to numba.njit / numba.jit in this file."""
+def _jit_aliases(tree: ast.Module, numba_only: bool = False) -> tuple[set[str], set[str]]:
+    """Names bound to the numba module and to numba.njit / numba.jit in this file, and (unless
+    ``numba_only``) to the kernels' decorator ``kernels._config.jit``."""
     modules, funcs = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -65,6 +74,11 @@ def _jit_aliases(tree: ast.Module) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.ImportFrom) and node.module == "numba":
             for alias in node.names:
                 if alias.name in JIT_NAMES:
+                    funcs.add(alias.asname or alias.name)
+        elif (not numba_only and isinstance(node, ast.ImportFrom) and node.level == 1
+              and node.module == "_config"):
+            for alias in node.names:
+                if alias.name == "jit":
                     funcs.add(alias.asname or alias.name)
     return modules, funcs
 
@@ -76,9 +90,10 @@ def _is_jit(expr: ast.expr, modules: set[str], funcs: set[str]) -> bool:
             and isinstance(expr.value, ast.Name) and expr.value.id in modules)
 
 
-def _jit_uses(tree: ast.Module):
-    """Yield (lineno, call-or-None) for every numba.njit/jit use: decorators and plain calls."""
-    modules, funcs = _jit_aliases(tree)
+def _jit_uses(tree: ast.Module, numba_only: bool = False):
+    """Yield (lineno, call-or-None) for every numba.njit/jit or kernels._config.jit use (only
+    the former with ``numba_only``): decorators and plain calls."""
+    modules, funcs = _jit_aliases(tree, numba_only)
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for dec in node.decorator_list:
@@ -96,14 +111,18 @@ def _keyword(call: ast.Call, name: str):
     return None
 
 
-@pytest.mark.parametrize("path", KERNEL_FILES, ids=_ids)
-def test_every_jit_decorator_caches(path):
-    bad = []
-    for lineno, call in _jit_uses(_parse(path)):
-        cache = None if call is None else _keyword(call, "cache")
-        if not (isinstance(cache, ast.Constant) and cache.value is True):
-            bad.append(lineno)
-    assert not bad, f"{path.name}: numba.njit without cache=True at lines {bad}"
+@pytest.mark.parametrize("path", [p for p in KERNEL_FILES if p.name != CONFIG_FILE], ids=_ids)
+def test_every_kernel_uses_the_config_decorator(path):
+    """``kernels._config.jit`` compiles lazily (no eager signature) and caches wherever a folder
+    allows, read-only ones included; a direct ``numba.njit(cache=True)`` cannot even be
+    imported where nothing is writable, and with a signature it compiles at import."""
+    tree = _parse(path)
+    direct = [lineno for lineno, _ in _jit_uses(tree, numba_only=True)]
+    assert not direct, (f"{path.name}: numba.njit/jit at lines {direct}; decorate kernels with "
+                        f"`from ._config import jit` / `@jit(...)` instead")
+    bad = [f"line {lineno}: write @jit(...) with keyword options only (no signature)"
+           for lineno, call in _jit_uses(tree) if call is None or call.args]
+    assert not bad, f"{path.name}: {bad}"
 
 
 def _fastmath_from_config(tree: ast.Module) -> set[str]:

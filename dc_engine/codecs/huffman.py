@@ -350,7 +350,7 @@ def decode(data: np.ndarray, lengths: np.ndarray, n: int, n_bits: int) -> np.nda
                             "(all lengths are 0)")
     table_sym, table_len = decode_table(lengths, max_len)
     if not data.flags.writeable or not data.flags.c_contiguous:
-        data = np.array(data, dtype=np.uint8, order="C")  # the eager signature needs it
+        data = np.array(data, dtype=np.uint8, order="C")  # the one cached specialisation
     out = np.zeros(n, dtype=np.uint16)
     status = kernels.huffman_decode(data, n_bits, n, table_sym, table_len, max_len, out)
     if status == DECODE_OK:

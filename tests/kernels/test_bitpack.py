@@ -86,10 +86,20 @@ def test_known_bytes_lsb_first(fn):
     assert packed([], 5) == b""
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no signatures without the JIT")
-def test_eager_signatures_reject_other_dtypes():
-    out = np.zeros(2, dtype=np.uint8)
-    with pytest.raises(TypeError):
-        kernels.pack_bits(np.array([1, 2], dtype=np.int64), 4, out)
-    with pytest.raises(TypeError):
-        kernels.unpack_bits(out, 4, 2, np.zeros(2, dtype=np.int32))
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no specialisations without the JIT")
+def test_codec_converts_dtypes_so_no_kernel_recompiles():
+    """The kernels compile lazily (no eager signatures); the codec converts its input, so other
+    integer dtypes and read-only or strided arrays reuse the one compiled specialisation."""
+    from dc_engine.codecs import bitpack
+
+    values = np.array([1, 2, 15, 0, 7], dtype=np.uint16)
+    packed = bitpack.pack(values, 4)
+    np.testing.assert_array_equal(bitpack.unpack(packed, 4, values.size), values)
+    seen = (set(kernels.pack_bits.signatures), set(kernels.unpack_bits.signatures))
+    ro = packed.copy()
+    ro.flags.writeable = False
+    assert bitpack.pack(np.repeat(values.astype(np.int64), 2)[::2], 4).tobytes() == \
+        packed.tobytes()
+    np.testing.assert_array_equal(bitpack.unpack(ro, 4, values.size), values)
+    np.testing.assert_array_equal(bitpack.unpack(packed.tobytes(), 4, values.size), values)
+    assert (set(kernels.pack_bits.signatures), set(kernels.unpack_bits.signatures)) == seen

@@ -75,11 +75,24 @@ def test_encode_empty_and_single():
         np.testing.assert_array_equal(got[1], want[1])
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="eager signatures need the JIT")
-def test_encode_rejects_other_dtypes():
-    codes, lengths = _code([1, 1], 15)
-    with pytest.raises(TypeError):
-        kernels.huffman_encode(np.zeros(3, np.int64), codes, lengths, np.zeros(1, np.uint8))
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no specialisations without the JIT")
+def test_codec_converts_dtypes_so_no_kernel_recompiles():
+    """The kernels compile lazily (no eager signatures); the codec converts its input, so other
+    integer dtypes and read-only or strided arrays reuse the one compiled specialisation."""
+    from dc_engine.codecs import huffman
+
+    symbols = np.array([0, 1, 1, 2, 1, 0], dtype=np.uint16)
+    data, lengths, n_bits = huffman.encode(symbols, 3)
+    np.testing.assert_array_equal(huffman.decode(data, lengths, symbols.size, n_bits), symbols)
+    seen = (set(kernels.huffman_encode.signatures), set(kernels.huffman_decode.signatures))
+    wide = np.repeat(symbols.astype(np.int64), 2)[::2]  # int64, strided
+    ro = data.copy()
+    ro.flags.writeable = False
+    assert np.array_equal(huffman.encode(wide, 3)[0], data)
+    np.testing.assert_array_equal(huffman.decode(ro, lengths.astype(np.int32), symbols.size,
+                                                 n_bits), symbols)
+    assert (set(kernels.huffman_encode.signatures),
+            set(kernels.huffman_decode.signatures)) == seen
 
 
 @st.composite

@@ -109,10 +109,21 @@ def test_eie_example():
     np.testing.assert_array_equal(out_codes, [1, 2, 0, 3])
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no signatures without the JIT")
-def test_eager_signatures_reject_other_dtypes():
-    with pytest.raises(TypeError):
-        kernels.count_entries(np.zeros(3, dtype=np.uint8), 3)
-    with pytest.raises(TypeError):
-        kernels.decode_relative(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.uint16), 3,
-                                np.zeros(3, dtype=np.uint16))
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no specialisations without the JIT")
+def test_codec_converts_dtypes_so_no_kernel_recompiles():
+    """The kernels compile lazily (no eager signatures); the codec converts its input, so other
+    integer dtypes and read-only or strided arrays reuse the one compiled specialisation."""
+    from dc_engine.codecs.relindex import decode_sparse, encode_sparse
+
+    codes = np.array([0, 0, 1, 2] + [0] * 18 + [3], dtype=np.uint16)
+    gaps, out_codes = encode_sparse(codes, 4)
+    np.testing.assert_array_equal(decode_sparse(gaps, out_codes, codes.size, 4), codes)
+    kernels_ = (kernels.count_entries, kernels.encode_relative, kernels.decode_relative)
+    seen = [set(k.signatures) for k in kernels_]
+    ro = gaps.astype(np.int64)
+    ro.flags.writeable = False
+    got = encode_sparse(np.repeat(codes.astype(np.uint8), 2)[::2], 4)
+    np.testing.assert_array_equal(got[0], gaps)
+    np.testing.assert_array_equal(decode_sparse(ro, out_codes.astype(np.int32), codes.size, 4),
+                                  codes)
+    assert [set(k.signatures) for k in kernels_] == seen
