@@ -17,6 +17,7 @@ in docs/KERNELS.md.
 from __future__ import annotations
 
 import os
+import threading
 
 import numba
 import numpy as np
@@ -47,6 +48,28 @@ BLOCK_N = 64
 WIDE_BLOCK_N = 512
 """Most columns of ``Xt`` per task when ``Xt`` is wide enough to split by columns (conv
 layers: amortises the per-row work of a chunk)."""
+
+
+_LAUNCH_LOCK = threading.Lock()
+_serialize: bool | None = None  # None: no parallel region has run yet
+
+
+def _launch(kernel, n_blocks: int, *args) -> None:
+    """Run ``kernel(*args)``; a parallel launch (``n_blocks > 1``) holds a process-wide lock
+    under Numba's ``workqueue`` threading layer, which aborts the process when two threads
+    launch parallel regions at once (and before the first launch, while the layer is not yet
+    known). Under ``omp`` and ``tbb``, launches from several threads run concurrently."""
+    global _serialize
+    if n_blocks <= 1 or _serialize is False:
+        kernel(*args)
+        return
+    with _LAUNCH_LOCK:
+        kernel(*args)
+        if _serialize is None:
+            try:
+                _serialize = numba.threading_layer() == "workqueue"
+            except ValueError:  # no parallel region ran after all: ask again next launch
+                pass
 
 
 def _simd_possible(n_in: int) -> bool:
@@ -384,11 +407,11 @@ class CompressedMatrix:
         """
         blocks = self._row_blocks(1, threads)
         if self._simd:
-            kernels.sq_matvec_avx512(self.words, self.rowptr, blocks, self.index_bits,
-                                     self._cbv, x, y)
+            _launch(kernels.sq_matvec_avx512, blocks.size - 1, self.words, self.rowptr, blocks,
+                    self.index_bits, self._cbv, x, y)
         else:
-            kernels.sq_matvec(self.words, self.rowptr, blocks, self.index_bits, self.codebook,
-                              x, y)
+            _launch(kernels.sq_matvec, blocks.size - 1, self.words, self.rowptr, blocks,
+                    self.index_bits, self.codebook, x, y)
 
     def matmul_t(self, xt, rows: tuple[int, int] | None = None,
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -441,8 +464,8 @@ class CompressedMatrix:
             return yt
         blocks, block_n, (split_k, split_col) = self._plan(xt.shape[1], rows)
         product = kernels.sq_matmul_t_avx512 if self._simd else kernels.sq_matmul_t
-        product(self.words, split_k, split_col, blocks, self.index_bits, self.codebook, xt,
-                block_n, yt)
+        _launch(product, blocks.size - 1, self.words, split_k, split_col, blocks,
+                self.index_bits, self.codebook, xt, block_n, yt)
         return yt
 
 
