@@ -308,3 +308,47 @@ def add_bias_relu(y, bias, relu):
         y += bias
     if relu:
         np.maximum(y, 0, out=y)
+
+
+def chain_forward(ops, words, ip, fp, buf, ibuf):
+    # The operation table of kernels.chain, each operation done by the twins above (float64
+    # products, stored as float32).
+    for op in ops:
+        kind = op[0]
+        if kind == 1:  # OP_SQ_DENSE
+            n_in, n_out = op[3], op[4]
+            wd = words[op[6]:op[6] + op[7]]
+            rowptr = ip[op[8]:op[8] + n_out + 1]
+            y = np.empty(n_out, dtype=np.float32)
+            sq_matvec(wd, rowptr, None, op[9], fp[op[10]:op[10] + op[11]],
+                      buf[op[1]:op[1] + n_in], y)
+            add_bias_relu(y, fp[op[12]:op[12] + n_out] if op[12] >= 0 else fp[:0], op[13])
+            buf[op[2]:op[2] + n_out] = y
+        elif kind == 2:  # OP_SQ_CONV
+            c, h, w, oc, k, stride, top, left, oh, ow, groups = op[3:14]
+            n = oh * ow
+            x = buf[op[1]:op[1] + c * h * w].reshape(1, c, h, w)
+            cols = np.empty((c * k * k, n), dtype=np.float32)
+            im2col(x, k, k, stride, top, left, oh, ow, cols)
+            nt = op[19]
+            split_k = ip[op[17]:op[17] + oc * nt].reshape(oc, nt)
+            rowptr = np.append(split_k[:, 0], split_k[-1, -1])
+            wts = _dense_weights(words[op[15]:op[15] + op[16]], rowptr, op[21],
+                                 fp[op[22]:op[22] + op[23]], c * k * k // groups)
+            rows, ocg = c * k * k // groups, oc // groups
+            y = np.concatenate([wts[g * ocg:(g + 1) * ocg] @ cols[g * rows:(g + 1) * rows]
+                                for g in range(groups)]).astype(np.float32)
+            if op[24] >= 0:
+                y += fp[op[24]:op[24] + oc][:, None]
+            if op[25]:
+                np.maximum(y, 0, out=y)
+            buf[op[2]:op[2] + oc * n] = y.reshape(-1)
+        elif kind == 3:  # OP_MAXPOOL
+            c, h, w, size, stride, top, left, oh, ow = op[3:12]
+            x = buf[op[1]:op[1] + c * h * w].reshape(1, c, h, w)
+            y = np.empty((1, c, oh, ow), dtype=np.float32)
+            maxpool2d_padded_forward(x, size, size, stride, top, left, oh, ow, y,
+                                     np.empty(y.shape, dtype=np.int32))
+            buf[op[2]:op[2] + y.size] = y.reshape(-1)
+        elif kind == 4:  # OP_RELU
+            buf[op[2]:op[2] + op[3]] = np.maximum(buf[op[1]:op[1] + op[3]], 0)

@@ -41,7 +41,7 @@ THREADS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("layer", ["default", "workqueue"])
-@pytest.mark.parametrize("path", ["layered"])
+@pytest.mark.parametrize("path", ["fused", "layered"])
 def test_four_threads_give_the_serial_results_bit_for_bit(layer, path, tmp_path):
     env = dict(os.environ, DC_ENGINE_BATCH1=path, NUMBA_NUM_THREADS="2")
     if layer == "workqueue":

@@ -34,6 +34,7 @@ TRAINING_UNITS = {"stages", "app"}
 # Modules that run models or read and write files: no training code, directly or not.
 INFERENCE_UNITS = {"kernels", "base", "codecs", "io", "runtime"}
 INFERENCE_CORE = {"dc_engine.core.layers", "dc_engine.core.model", "dc_engine.core.ties",
+                  "dc_engine.core.fused",
                   "dc_engine.core.zoo", "dc_engine.core"}
 # Third-party packages and the only units that may import them (the standard library and
 # numpy are free everywhere; numba everywhere but base's plain modules).

@@ -14,6 +14,7 @@ A model with compressed weights runs inference only; :meth:`Model.to_dense` deco
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,20 @@ from ..limits import how_to_raise, limit
 from .layers import Dense, Dropout, Layer, ReLU, build_layer, is_backend
 
 _FLOAT32 = np.dtype(np.float32)
+
+
+def _numba_threads() -> int:
+    """Numba's thread count for this thread, without starting its thread pool when nothing has
+    (``numba.get_num_threads`` starts it, and costs microseconds per call)."""
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", True):
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
+
+
+# One batch-1 path built at a time (FusedChain.build re-points the weights' arrays).
+_BUILD_LOCK = threading.Lock()
 
 INPUT = "input"
 """The name of the model's input tensor (no layer may have it)."""
@@ -300,14 +315,19 @@ class Model:
 
         Notes
         -----
-        A batch of one through a chain takes a leaner path for compressed Dense layers
-        (:meth:`_forward_one`) with the same results bit for bit. In a graph, a tensor is
-        dropped as soon as its last reader has run.
+        A batch of one through a chain of compressed layers runs as one kernel call on the
+        calling thread (:mod:`dc_engine.core.fused`) where that was measured faster than the
+        per-layer path (:meth:`_forward_one`, a leaner path for compressed Dense layers); both
+        give the per-layer serial results bit for bit. In a graph, a tensor is dropped as soon
+        as its last reader has run.
         """
         x = self._check_input(x)
         w = self.wiring()
         if w.sequential:
             if not train and x.shape[0] == 1:
+                chain = self._batch_one()
+                if chain is not None:
+                    return chain.run(np.ascontiguousarray(x, dtype=np.float32))
                 return self._forward_one(x)
             for layer in self.layers:
                 x = layer.forward(x, train=train)
@@ -322,6 +342,60 @@ class Model:
         return env[w.output]
 
     __call__ = forward
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the batch-1 caches (rebuilt on first use)."""
+        state = self.__dict__.copy()
+        state.pop("_b1_cache", None)
+        state.pop("_plan_cache", None)
+        return state
+
+    def _batch_one(self):
+        """The :class:`~dc_engine.core.fused.FusedChain` that runs a batch of one, or None for
+        the per-layer path (:meth:`_forward_one`).
+
+        Chosen at the first batch-1 call (:func:`dc_engine.core.fused.choose`: measured where
+        the two paths differ in more than Python overhead, at the Numba thread count of that
+        moment) and kept until ``self.layers`` or a layer's weight object changes."""
+        cache = self.__dict__.get("_b1_cache")
+        if cache is not None and len(cache[0]) == len(self.layers):
+            layers, weighted, chain = cache
+            if all(a is b for a, b in zip(layers, self.layers)) and all(
+                    layer.params["W"] is w for layer, w in weighted):
+                return chain
+        with _BUILD_LOCK:
+            layers = tuple(self.layers)
+            weighted = tuple((layer, layer.params["W"]) for layer in layers
+                             if "W" in layer.params)
+            chain = self._choose_batch_one(layers, _numba_threads())
+            self._b1_cache = (layers, weighted, chain)
+        return chain
+
+    def _choose_batch_one(self, layers: tuple, threads: int):
+        from .fused import FusedChain, NotFusable, choose
+
+        try:
+            chain = FusedChain.build(layers, self.input_shape)
+        except NotFusable:
+            return None
+        mats = [layer.params["W"] for layer in layers if is_backend(layer.params.get("W"))]
+        n_cols = [1 if isinstance(layer, Dense) else math.prod(self._layer_out_hw(layer))
+                  for layer in layers if is_backend(layer.params.get("W"))]
+        parallel = threads > 1 and any(not m.serial(n) for m, n in zip(mats, n_cols))
+        simd = any(getattr(m, "simd", False) for m in mats)
+        x = np.zeros((1, *self.input_shape), np.float32)
+        path = choose(layers, threads, parallel or simd, lambda: chain.run(x),
+                      lambda: self._forward_one(x))
+        return chain if path == "fused" else None
+
+    def _layer_out_hw(self, layer) -> tuple[int, int]:
+        """A layer's output height and width in this chain (conv layers: its im2col columns)."""
+        shape = self.input_shape
+        for other in self.layers:
+            shape = other.output_shape(shape)
+            if other is layer:
+                return shape[1], shape[2]
+        raise ValueError(f"{layer.name} is not a layer of {self.name}")
 
     def _one_sample_plan(self) -> list:
         """Steps of :meth:`_forward_one`: ``(layer, relu, weight, serial)``. A :class:`Dense`

@@ -1,0 +1,341 @@
+"""The fused batch-1 path: a chain of compressed layers run by one kernel call, on one thread.
+
+:class:`FusedChain` turns a sequential model whose weighted layers are all compressed
+(``Dense`` and ``Conv2D``, plus ``MaxPool2D``, ``ReLU``, ``Flatten``, ``Dropout``) into the
+operation table of :func:`kernels.chain_forward` and runs one sample through it: no Python
+between layers, no thread pool. :func:`choose` decides, per model and machine, whether a
+batch of one takes this path or the per-layer path (which may split a product over threads):
+by measuring both (:func:`calibrate`) wherever they differ in more than Python overhead, and
+remembering the answer per CPU in a small JSON file (:func:`calibration_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from .. import kernels
+from .._files import write_json
+from ..kernels import chain as ops_
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, is_backend
+
+_WORDS = (np.dtype(np.uint8), np.dtype(np.uint16))  # uint8 words are widened to uint16
+_TILE_BYTES = 1 << 20  # kept equal to runtime.sqmatrix.TILE_BYTES (same column split)
+_BLOCK_N, _WIDE_BLOCK_N = 64, 512  # and to its BLOCK_N, WIDE_BLOCK_N
+
+
+class NotFusable(Exception):
+    """The model has a layer the fused path does not run (the message names it)."""
+
+
+def _matrix(layer):
+    """The layer's compressed weight, if it has the packed layout the chain kernel reads (and
+    a float32 bias)."""
+    if layer.params["b"].dtype != np.float32:
+        raise NotFusable(f"{layer.name}: a {layer.params['b'].dtype} bias")
+    w = layer.params.get("W")
+    if not is_backend(w) or not all(hasattr(w, a) for a in ("words", "rowptr", "codebook",
+                                                              "index_bits")):
+        raise NotFusable(f"{layer.name}: its weight is not compressed")
+    if w.words.dtype not in _WORDS:
+        raise NotFusable(f"{layer.name}: {w.words.dtype} words (codes and gaps over 16 bits)")
+    return w
+
+
+class _Builder:
+    """Collects operation rows and the arrays they point into."""
+
+    def __init__(self):
+        self.ops: list[list[int]] = []
+        self.words: list[np.ndarray] = []
+        self.words_len = 0
+        self.ip: list[np.ndarray] = []
+        self.ip_len = 0
+        self.fp: list[np.ndarray] = []
+        self.fp_len = 0
+        self.buf_len = 0
+        self.cols_len = 0
+        self.ibuf_len = 0
+
+    def region(self, n: int) -> int:
+        off = self.buf_len
+        self.buf_len += -(-n // 16) * 16  # 64-byte steps
+        return off
+
+    def add_words(self, w: np.ndarray) -> tuple[int, int]:
+        off = self.words_len
+        self.words.append(w.astype(np.uint16, copy=False))
+        self.words_len += w.size
+        return off, w.size
+
+    def add_ints(self, a: np.ndarray) -> int:
+        off = self.ip_len
+        self.ip.append(np.ascontiguousarray(a, dtype=np.int64).reshape(-1))
+        self.ip_len += a.size
+        return off
+
+    def add_floats(self, a: np.ndarray) -> int:
+        off = self.fp_len
+        self.fp.append(np.ascontiguousarray(a, dtype=np.float32).reshape(-1))
+        self.fp_len += a.size
+        return off
+
+    def op(self, *fields: int) -> None:
+        row = [int(f) for f in fields]
+        self.ops.append(row + [0] * (ops_.N_FIELDS - len(row)))
+
+
+class FusedChain:
+    """A sequential model's batch-1 forward as one :func:`kernels.chain_forward` program.
+
+    Build with :meth:`build`. The packed entries are copied into the program's own arrays,
+    which the model's ``CompressedMatrix`` objects then share (``words`` and ``rowptr`` point
+    into them), so the weights are held once (twice for layers of one-byte words, which the
+    program widens to uint16).
+
+    Thread-safe: every calling thread gets its own scratch buffers; the kernel releases the GIL.
+    """
+
+    def __init__(self, layers: tuple, b: _Builder, in_off: int, in_size: int, out_off: int,
+                 out_shape: tuple):
+        self.layers = layers
+        self.ops = np.array(b.ops, dtype=np.int64).reshape(-1, ops_.N_FIELDS)
+        self.words = np.concatenate(b.words) if b.words else np.zeros(0, np.uint16)
+        self.ip = np.concatenate(b.ip) if b.ip else np.zeros(0, np.int64)
+        self.fp = np.concatenate(b.fp) if b.fp else np.zeros(0, np.float32)
+        self.buf_len = b.buf_len
+        self.ibuf_len = b.ibuf_len
+        self.in_off, self.in_size = in_off, in_size
+        self.out_off, self.out_shape = out_off, out_shape
+        self.out_size = int(np.prod(out_shape))
+        self._local = threading.local()
+
+    @classmethod
+    def build(cls, layers, input_shape: tuple) -> FusedChain:
+        """The program for ``layers`` (a chain) on one sample of ``input_shape``.
+
+        Raises
+        ------
+        NotFusable
+            A layer other than compressed Dense/Conv2D, MaxPool2D, ReLU, Flatten, Dropout, or
+            a weight that is not float32 codes in the packed layout.
+        """
+        b = _Builder()
+        shape = tuple(int(s) for s in input_shape)
+        size = int(np.prod(shape))
+        in_off = cur = b.region(size)
+        matrices = []
+        i = 0
+        layers = tuple(layers)
+        while i < len(layers):
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            relu = isinstance(nxt, ReLU)
+            if isinstance(layer, (Flatten, Dropout)):
+                shape = layer.output_shape(shape)
+            elif isinstance(layer, ReLU):
+                b.op(ops_.OP_RELU, cur, cur, size)
+            elif isinstance(layer, Dense):
+                m = _matrix(layer)
+                n_out, n_in = m.shape
+                if len(shape) != 1 or shape[0] != n_in:
+                    raise NotFusable(f"{layer.name}: input of shape {shape}")
+                dst = b.region(n_out)
+                wo, wl = b.add_words(m.words)
+                rp = b.add_ints(m.rowptr)
+                cb = b.add_floats(m.codebook)
+                bias = b.add_floats(layer.params["b"])
+                b.op(ops_.OP_SQ_DENSE, cur, dst, n_in, n_out, 0, wo, wl, rp, m.index_bits,
+                     cb, m.codebook.size, bias, relu)
+                matrices.append((m, wo, wl, rp))
+                cur, shape = dst, (n_out,)
+                i += relu
+            elif isinstance(layer, Conv2D):
+                m = _matrix(layer)
+                c, h, w = shape
+                oc, (oh, ow) = layer.out_channels, layer._out_hw(h, w)
+                k, s = layer.kernel_size, layer.stride
+                top, left = layer.pads[:2]
+                n = oh * ow
+                block_n = min(_WIDE_BLOCK_N, max(_BLOCK_N, n))
+                tile = max(1, min(m.shape[1], _TILE_BYTES // (4 * min(n, block_n))))
+                nt = max(1, -(-m.shape[1] // tile)) + 1
+                split_k = np.empty((oc, nt), np.int64)
+                split_col = np.empty((oc, nt), np.int64)
+                kernels.sq_col_split(m.words, m.rowptr, m.index_bits, tile, split_k, split_col)
+                dst = b.region(oc * n)
+                wo, wl = b.add_words(m.words)
+                sk, sc = b.add_ints(split_k), b.add_ints(split_col)
+                rp = b.add_ints(m.rowptr)
+                cb = b.add_floats(m.codebook)
+                bias = b.add_floats(layer.params["b"])
+                b.cols_len = max(b.cols_len, c * k * k * n)
+                valid = s == 1 and layer.pads == (0, 0, 0, 0)
+                b.op(ops_.OP_SQ_CONV, cur, dst, c, h, w, oc, k, s, top, left, oh, ow,
+                     layer.groups, 0, wo, wl, sk, sc, nt, block_n, m.index_bits, cb,
+                     m.codebook.size, bias, relu, -1, valid)
+                matrices.append((m, wo, wl, rp))
+                cur, shape = dst, (oc, oh, ow)
+                i += relu
+            elif isinstance(layer, MaxPool2D):
+                c, h, w = shape
+                oh, ow = layer._out_hw(h, w)
+                k, s = layer.size, layer.stride
+                padded = layer.pads != (0, 0, 0, 0) or (oh, ow) != ((h - k) // s + 1,
+                                                                    (w - k) // s + 1)
+                dst = b.region(c * oh * ow)
+                b.ibuf_len = max(b.ibuf_len, c * oh * ow)
+                b.op(ops_.OP_MAXPOOL, cur, dst, c, h, w, k, s, layer.pads[0], layer.pads[1],
+                     oh, ow, padded)
+                cur, shape = dst, (c, oh, ow)
+            else:
+                raise NotFusable(f"{layer.name}: a {layer.type_name} layer")
+            size = int(np.prod(shape))
+            i += 1
+        cols = b.region(b.cols_len)
+        for row in b.ops:
+            if row[0] == ops_.OP_SQ_CONV:
+                row[26] = cols
+        chain = cls(layers, b, in_off, int(np.prod(input_shape)), cur, shape)
+        for m, wo, wl, rp in matrices:  # share the copies: the weights are held once
+            if m.words.dtype == np.uint16:  # (widened uint8 words are a second copy)
+                m.words = chain.words[wo:wo + wl]
+            m.rowptr = chain.ip[rp:rp + m.rowptr.size]
+        return chain
+
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        local = self._local
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.zeros(self.buf_len, np.float32)
+            local.ibuf = np.zeros(max(1, self.ibuf_len), np.int32)
+        return buf, local.ibuf
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The output for one sample ``x`` (any shape holding ``in_size`` float32 values, e.g.
+        (1, *input_shape)): a new array of shape (1, *out_shape)."""
+        buf, ibuf = self._scratch()
+        buf[self.in_off:self.in_off + self.in_size] = x.reshape(-1)
+        kernels.chain_forward(self.ops, self.words, self.ip, self.fp, buf, ibuf)
+        return buf[self.out_off:self.out_off + self.out_size].reshape(1, *self.out_shape).copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the program's arrays (weights, pointers, codebooks, biases), not scratch."""
+        return int(self.words.nbytes + self.ip.nbytes + self.fp.nbytes
+                   + self.ops.nbytes)
+
+
+# --------------------------------------------------------------------------- the choice
+
+PATHS = ("fused", "layered")
+_ENV = "DC_ENGINE_BATCH1"
+_lock = threading.Lock()
+_memo: dict[str, str] = {}
+
+
+def calibration_file() -> Path:
+    """Where the measured choices are kept: ``dc-engine-batch1.json`` in ``NUMBA_CACHE_DIR``
+    when set, else in ``~/.cache/dc-engine`` (``XDG_CACHE_HOME`` respected)."""
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dc-engine"
+    return Path(base) / "dc-engine-batch1.json"
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _key(layers, threads: int) -> str:
+    """Machine, thread count and the model's shape of work (types, shapes, entries)."""
+    parts = [_cpu(), numba.config.THREADING_LAYER, str(threads)]
+    for layer in layers:
+        w = layer.params.get("W") if layer.params else None
+        parts.append(f"{layer.type_name}:{sorted(layer.hyperparameters.items())}:"
+                     + (f"{w.shape}/{w.words.size}/{w.words.dtype}/{getattr(w, 'simd', 0)}"
+                        if is_backend(w) else ""))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def calibrate(run_fused, run_layered, budget_s: float = 0.05) -> dict:
+    """Median seconds per call of both paths: three rounds, alternating, each path timed in
+    loops of about ``budget_s / 6`` seconds after a first (compiling) call."""
+    run_fused()
+    run_layered()
+    t0 = time.perf_counter()
+    run_fused()
+    run_layered()
+    loops = max(1, int(budget_s / 6 / max(time.perf_counter() - t0, 1e-7)))
+    times: dict[str, list[float]] = {"fused": [], "layered": []}
+    for _ in range(3):
+        for name, fn in (("fused", run_fused), ("layered", run_layered)):
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                fn()
+            times[name].append((time.perf_counter() - t0) / loops)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def choose(layers, threads: int, needs_measuring: bool, run_fused, run_layered) -> str:
+    """``"fused"`` or ``"layered"`` for a batch of one through ``layers`` at ``threads``.
+
+    ``DC_ENGINE_BATCH1`` (``fused`` / ``layered``) forces a path. Otherwise, where the
+    per-layer path would run the same serial scalar kernels (``needs_measuring`` false), the
+    fused one wins by construction (same kernels, no Python between layers). Else both are
+    timed (:func:`calibrate`, about 50 ms) and the faster kept, in memory and in
+    :func:`calibration_file` (keyed by CPU, threading layer, thread count and the model's
+    layer shapes), so the next process on this machine skips the measurement.
+    """
+    forced = os.environ.get(_ENV, "").strip().lower()
+    if forced in PATHS:
+        return forced
+    if not needs_measuring:
+        return "fused"
+    key = _key(layers, threads)
+    with _lock:
+        if key in _memo:
+            return _memo[key]
+        path = calibration_file()
+        entry = _read(path).get(key)
+        if isinstance(entry, dict) and entry.get("path") in PATHS:
+            _memo[key] = entry["path"]
+            return entry["path"]
+        times = calibrate(run_fused, run_layered)
+        best = min(times, key=times.get)
+        _memo[key] = best
+        data = _read(path)
+        data[key] = {"path": best, "seconds": times, "threads": threads, "cpu": _cpu()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, data)
+        except OSError:
+            pass  # a read-only home: measured again next process
+        return best
+
+
+__all__ = ["FusedChain", "NotFusable", "choose", "calibrate", "calibration_file", "PATHS"]

@@ -1,0 +1,192 @@
+"""The fused batch-1 path (dc_engine.core.fused, kernels.chain): the kernel against its NumPy
+twin, the path against the per-layer one, the choice between them, and threads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dc_engine
+from dc_engine import CompressedMatrix, Model
+from dc_engine.core import fused
+from dc_engine.core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from dc_engine.kernels import reference
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "data" / "models"
+
+
+def _compress(layer, rng, density, bits):
+    w = np.array(layer.params["W"], dtype=np.float32)
+    w[rng.random(w.shape) >= density] = 0.0
+    layer.set_param("W", CompressedMatrix.from_dense(w.reshape(w.shape[0], -1),
+                                                     weight_bits=bits, index_bits=bits % 4 + 2))
+    layer.set_param("b", rng.standard_normal(layer.params["b"].shape).astype(np.float32))
+
+
+@st.composite
+def chains(draw):
+    """A compressed chain: an optional conv block (padding, stride, groups, pooling with
+    padding or ceil mode), then one to three Dense layers, ReLUs here and there."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    layers = []
+    if draw(st.booleans()):
+        c = draw(st.sampled_from([1, 2, 4]))
+        g = draw(st.sampled_from([1, 2])) if c % 2 == 0 else 1
+        oc = 2 * draw(st.integers(1, 3))
+        k = draw(st.integers(1, 3))
+        h = draw(st.integers(k + 2, 9))
+        shape = (c, h, h + 1)
+        layers.append(Conv2D(c, oc, k, stride=draw(st.integers(1, 2)),
+                             padding=draw(st.integers(0, k - 1)), groups=g, rng=rng))
+        if draw(st.booleans()):
+            layers.append(ReLU())
+        if draw(st.booleans()):
+            layers.append(MaxPool2D(2, padding=draw(st.integers(0, 1)),
+                                    ceil_mode=draw(st.booleans())))
+        layers.append(Flatten())
+    else:
+        shape = (draw(st.integers(1, 40)),)
+    out = shape
+    for layer in layers:
+        out = layer.output_shape(out)
+    n_in = int(np.prod(out))
+    for _ in range(draw(st.integers(1, 3))):
+        n_out = draw(st.integers(1, 30))
+        layers.append(Dense(n_in, n_out, rng=rng))
+        if draw(st.booleans()):
+            layers.append(ReLU())
+        if draw(st.booleans()):
+            layers.append(Dropout(0.5))
+        n_in = n_out
+    model = Model(layers, shape)
+    density = draw(st.sampled_from([0.05, 0.3, 1.0]))
+    for layer in model.weighted_layers():
+        _compress(layer, rng, density, draw(st.integers(1, 8)))
+    x = rng.standard_normal((1, *shape)).astype(np.float32)
+    return model, x
+
+
+@settings(max_examples=60, deadline=None)
+@given(chains())
+def test_chain_kernel_matches_its_numpy_twin_and_the_per_layer_path(case):
+    model, x = case
+    chain = fused.FusedChain.build(model.layers, model.input_shape)
+    layered = model._forward_one(x)  # the per-layer path, serial at this size
+    got = chain.run(x)
+    assert got.shape == layered.shape
+    # same kernels, same order: the per-layer path's result bit for bit
+    assert np.array_equal(got.view(np.uint32), layered.view(np.uint32))
+    buf, ibuf = chain._scratch()
+    want = buf.copy()
+    want[chain.in_off:chain.in_off + chain.in_size] = x.reshape(-1)
+    reference.chain_forward(chain.ops, chain.words, chain.ip, chain.fp, want,
+                            np.zeros_like(ibuf))
+    out = want[chain.out_off:chain.out_off + chain.out_size]
+    scale = 1e-4 * (1 + np.abs(out).max())
+    np.testing.assert_allclose(got.reshape(-1), out, rtol=1e-4, atol=scale)
+
+
+def test_forward_at_batch_one_takes_the_fused_path_and_equals_the_batch_rows(rng):
+    model = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    x = rng.random((3, *model.input_shape), dtype=np.float32)
+    os.environ.pop("DC_ENGINE_BATCH1", None)
+    one = np.concatenate([model.forward(x[i:i + 1]) for i in range(3)])
+    assert model._b1_cache[2] is not None  # 1 thread or measured: fused on this model
+    np.testing.assert_allclose(one, model.forward(x), rtol=1e-5, atol=1e-5)
+    # the weights are held once: the matrices' entries are views of the program's arrays
+    for layer in model.weighted_layers():
+        assert layer.params["W"].words.base is not None
+
+
+def test_unfusable_models_take_the_per_layer_path(rng):
+    dense = dc_engine.load(MODELS / "lenet-300-100.h5")  # float weights
+    x = rng.random((1, *dense.input_shape), dtype=np.float32)
+    ref = x
+    for layer in dense.layers:
+        ref = layer.forward(ref)
+    assert np.array_equal(dense.forward(x), ref)
+    assert dense._b1_cache[2] is None
+    with pytest.raises(fused.NotFusable, match="not compressed"):
+        fused.FusedChain.build(dense.layers, dense.input_shape)
+
+
+def test_a_replaced_weight_rebuilds_the_path(rng):
+    model = dc_engine.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    before = model.forward(x)
+    ip3 = model["ip3"]
+    w = ip3.params["W"].to_dense() * 2
+    ip3.set_param("W", CompressedMatrix.from_codes(ip3.params["W"].to_codes(),
+                                                   ip3.params["W"].codebook * 2))
+    after = model.forward(x)
+    np.testing.assert_allclose(after - model["ip3"].params["b"],
+                               2 * (before - model["ip3"].params["b"]), rtol=1e-5, atol=1e-5)
+    ip3.set_param("W", w)  # a float weight: the per-layer path from now on
+    assert np.allclose(model.forward(x), after, rtol=1e-5, atol=1e-5)
+    assert model._b1_cache[2] is None
+
+
+def test_env_forces_a_path(rng, monkeypatch):
+    monkeypatch.setenv("DC_ENGINE_BATCH1", "layered")
+    assert fused.choose((), 2, True, None, None) == "layered"
+    monkeypatch.setenv("DC_ENGINE_BATCH1", "fused")
+    assert fused.choose((), 2, True, None, None) == "fused"
+    monkeypatch.delenv("DC_ENGINE_BATCH1")
+    assert fused.choose((), 2, False, None, None) == "fused"  # nothing to measure
+
+
+def test_the_choice_is_measured_once_and_kept_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DC_ENGINE_BATCH1", raising=False)
+    monkeypatch.setattr(fused, "_memo", {})
+    layers = tuple(dc_engine.load(MODELS / "lenet-300-100.dc.h5").layers)
+    calls = {"fused": 0, "layered": 0}
+
+    def slow():
+        calls["fused"] += 1
+        sum(range(2000))
+
+    def fast():
+        calls["layered"] += 1
+
+    assert fused.choose(layers, 2, True, slow, fast) == "layered"
+    assert calls["fused"] > 3 and calls["layered"] > 3
+    stored = json.loads(fused.calibration_file().read_text())
+    (entry,) = stored.values()
+    assert entry["path"] == "layered" and entry["seconds"]["fused"] > entry["seconds"]["layered"]
+    monkeypatch.setattr(fused, "_memo", {})  # a new process: read from the file, not measured
+    calls.update(fused=0, layered=0)
+    assert fused.choose(layers, 2, True, slow, fast) == "layered"
+    assert calls == {"fused": 0, "layered": 0}
+    # another thread count is another entry
+    assert fused.choose(layers, 1, True, fast, slow) == "fused"
+    assert len(json.loads(fused.calibration_file().read_text())) == 2
+
+
+def test_a_corrupt_or_unwritable_calibration_file_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "missing" / "deeper"))
+    monkeypatch.setattr(fused, "_memo", {})
+    fused.calibration_file().parent.mkdir(parents=True)
+    fused.calibration_file().write_text("{not json")
+    assert fused.choose((), 2, True, lambda: None, lambda: sum(range(500))) == "fused"
+    assert json.loads(fused.calibration_file().read_text())  # rewritten whole
+
+
+def test_a_model_pickles_without_its_batch_one_cache(rng):
+    import copy
+    import pickle
+
+    model = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    y = model.forward(x)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert "_b1_cache" not in clone.__dict__
+        assert np.array_equal(clone.forward(x), y)
