@@ -261,6 +261,27 @@ def _parser() -> argparse.ArgumentParser:
                      help="the ONNX file (default: STEM.onnx in the current folder)")
     exp.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
+    wp = sub.add_parser(
+        "warmup", help="compile and cache the kernels that running a model needs",
+        description="Compile the Numba kernels that loading and running the models use (each "
+                    "at batch 1 and at --batch; a compressed one through both batch-1 paths "
+                    "and as its decoded dense twin too) and keep them in Numba's on-disk "
+                    "cache, so that later processes start without compiling. The cache is "
+                    "NUMBA_CACHE_DIR when set, else the kernels' __pycache__ folder or "
+                    "~/.cache/numba, whichever is writable. A read-only deployment runs "
+                    "'NUMBA_CACHE_DIR=DIR dc-engine warmup MODEL.dc.h5' at build time and the "
+                    "app with the same NUMBA_CACHE_DIR, then read-only, on the same kind of "
+                    "CPU. Exits with status 2 when compiled kernels could not be cached.")
+    wp.add_argument("models", nargs="*", metavar="MODEL.h5",
+                    help="the model files the app runs, dense or compressed (default: the "
+                         "shipped data/models/lenet-5.dc.h5 of a source checkout, else a small "
+                         "built-in compressed LeNet-5)")
+    wp.add_argument("--batch", type=int, default=8, metavar="N",
+                    help="the batch size > 1 to run besides 1 (default 8)")
+    wp.add_argument("--json", action="store_true",
+                    help='print one JSON line: {"models", "batch", "seconds", "compiled", '
+                         '"loaded", "kernels", "cache_dirs", "unsaved", "numba_cache_dir"}')
+
     sp = sub.add_parser(
         "sensitivity", help="per-layer pruning sensitivity scan (table and PNG)",
         description="Prune each layer alone, by magnitude, to a sweep of kept-fractions, "
@@ -474,6 +495,38 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _cmd_warmup(args) -> int:
+    from . import jobs
+
+    if args.batch < 2:
+        raise CLIError(f"--batch must be >= 2 (batch 1 always runs), got {args.batch}")
+    for path in args.models:
+        if not Path(path).is_file():
+            raise CLIError(f"no model file at {_line(path)}")
+    res = jobs.warmup(args.models, batch=args.batch)
+    if res["unsaved"]:
+        where = (f"NUMBA_CACHE_DIR={res['numba_cache_dir']} is not writable"
+                 if res["numba_cache_dir"] else "NUMBA_CACHE_DIR is unset and no default "
+                 "cache folder is writable")
+        raise CLIError(f"compiled {len(res['unsaved'])} kernels ({', '.join(res['unsaved'])}) "
+                       f"but could not cache them: {where}; set NUMBA_CACHE_DIR to a writable "
+                       f"folder")
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for m in res["models"]:
+        kind = "compressed" if m["compressed"] else "dense"
+        print(f"{_line(m['path'] or 'built-in model')}: {m['name']}, {kind}, ran at batch 1 "
+              f"and {res['batch']}")
+    print(f"{res['kernels']} kernels: {res['compiled']} compiled and cached, {res['loaded']} "
+          f"loaded from the cache, in {res['seconds']:.1f} s")
+    source = (f"NUMBA_CACHE_DIR={res['numba_cache_dir']}" if res["numba_cache_dir"]
+              else "NUMBA_CACHE_DIR unset: Numba's default folders")
+    for folder in res["cache_dirs"] or ["(none: the kernels ran uncached)"]:
+        print(f"Numba cache: {_line(folder)} ({_line(source)})")
+    return 0
+
+
 def _input_shape(text: str | None) -> tuple | None:
     if text is None:
         return None
@@ -551,7 +604,7 @@ def _run(args) -> int:
                 "sensitivity": _cmd_sensitivity, "quantize": _cmd_quantize,
                 "bits-sweep": _cmd_bits_sweep, "compress": _cmd_compress,
                 "encode": _cmd_encode, "inspect": _cmd_inspect, "import": _cmd_import,
-                "export": _cmd_export}
+                "export": _cmd_export, "warmup": _cmd_warmup}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, DCFormatError, OSError, ValueError,

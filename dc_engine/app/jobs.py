@@ -521,7 +521,127 @@ def export_onnx(model_path, out_path) -> dict:
             "out": str(written), "bytes": written.stat().st_size}
 
 
+# ------------------------------------------------------------------------------- warmup
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "lenet-5.dc.h5"
+"""The model ``dc-engine warmup`` runs by default: LeNet-5 as shipped in a source checkout (an
+installed wheel has none; a small built-in one is made instead)."""
+
+
+def _builtin_model():
+    """LeNet-5 with random weights, 10% kept, 5-bit codebooks, gap widths chosen per layer:
+    a compressed model for ``warmup`` where no model file is at hand. Written to a temporary
+    compressed file and loaded back when a temporary folder can be written (so loading
+    is warmed up too), else used as built."""
+    import tempfile
+
+    from ..core.zoo import lenet5
+    from ..runtime.sqmatrix import CompressedMatrix
+
+    model = lenet5(seed=0)
+    for layer in model.weighted_layers():
+        w = np.array(layer.params["W"]).reshape(layer.params["W"].shape[0], -1)
+        w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0.0
+        layer.set_param("W", CompressedMatrix.from_dense(w, weight_bits=5, index_bits="auto"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "lenet-5.dc.h5"
+            save(model, path)
+            return load(path)
+    except OSError:
+        return model
+
+
+class _Env:
+    """``os.environ[name] = value`` inside a ``with`` block, the old value back afterwards."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def __enter__(self):
+        self.old = os.environ.get(self.name)
+        os.environ[self.name] = self.value
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(self.name, None)
+        else:
+            os.environ[self.name] = self.old
+
+
+def _run_model(model, x1: np.ndarray, xn: np.ndarray) -> None:
+    model.forward(x1)
+    model.forward(xn)
+
+
+def warmup(model_paths=(), batch: int = 8) -> dict:
+    """``dc-engine warmup``: compile the Numba kernels that loading and running the models use,
+    so that they land in Numba's on-disk cache (``NUMBA_CACHE_DIR`` when set).
+
+    Each model is loaded and run at batch 1 and at ``batch``; a compressed one also at batch 1
+    through both batch-1 paths (``DC_ENGINE_BATCH1=fused`` and ``layered``: which one a process
+    takes depends on the machine), and decoded to its dense twin, which runs at both sizes too.
+    The input is zeros (the kernels' types, not the values, decide what is compiled).
+
+    Parameters
+    ----------
+    model_paths : paths of model files, dense or compressed. Default (empty):
+        :data:`SHIPPED_MODEL`, or :func:`_builtin_model` where there is no source checkout.
+    batch : int >= 2. The batch size of the batched runs.
+
+    Returns
+    -------
+    dict
+        ``{"models": [{"name", "path", "compressed"}], "batch", "seconds", "compiled",
+        "loaded", "kernels", "cache_dirs", "unsaved", "numba_cache_dir"}``: kernel
+        specialisations compiled in this process and loaded from the cache, kernels used,
+        the folders holding them, the kernels compiled but not cached (a read-only or missing
+        cache folder) and ``NUMBA_CACHE_DIR`` (None when unset).
+    """
+    from ..kernels import _config
+
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
+        raise ValueError(f"batch must be an integer >= 2, got {batch!r}")
+    before = {id(k): (sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
+              for k in _config.JITTED}
+    t0 = time.perf_counter()
+    paths = list(model_paths) or ([SHIPPED_MODEL] if SHIPPED_MODEL.is_file() else [None])
+    models = []
+    for path in paths:
+        model = load(path) if path is not None else _builtin_model()
+        x1 = np.zeros((1, *model.input_shape), np.float32)
+        xn = np.zeros((batch, *model.input_shape), np.float32)
+        _run_model(model, x1, xn)
+        if model.compressed:
+            for way in ("fused", "layered"):  # dc_engine.core.fused.choose reads it
+                with _Env("DC_ENGINE_BATCH1", way):
+                    (load(path) if path is not None else _builtin_model()).forward(x1)
+            _run_model(model.to_dense(), x1, xn)
+        models.append({"name": model.name, "path": None if path is None else str(path),
+                       "compressed": bool(model.compressed)})
+    seconds = time.perf_counter() - t0
+    compiled = loaded = 0
+    used, dirs, unsaved = 0, set(), []
+    for k in _config.JITTED:
+        hits0, misses0 = before.get(id(k), (0, 0))
+        hits = sum(k.stats.cache_hits.values()) - hits0
+        misses = sum(k.stats.cache_misses.values()) - misses0
+        if not hits and not misses:
+            continue
+        used += 1
+        compiled += misses
+        loaded += hits
+        folder, writable = _config.cache_location(k)
+        if folder is not None:
+            dirs.add(str(folder))
+        if misses and not writable:
+            unsaved.append(k.__name__)
+    return {"models": models, "batch": batch, "seconds": seconds, "compiled": compiled,
+            "loaded": loaded, "kernels": used, "cache_dirs": sorted(dirs),
+            "unsaved": sorted(set(unsaved)), "numba_cache_dir": _config.numba_cache_dir()}
+
+
 __all__ = ["stem", "default_output", "read_prune_config", "read_quantize_config",
            "read_encode_config", "read_compress_config", "read_recipe", "train",
            "evaluate_file", "prune", "quantize", "encode", "inspect", "compress", "sensitivity",
-           "bits_sweep", "starter_config", "import_onnx", "export_onnx"]
+           "bits_sweep", "starter_config", "import_onnx", "export_onnx", "warmup"]
