@@ -62,6 +62,7 @@ class _Builder:
         self.fp_len = 0
         self.buf_len = 0
         self.cols_len = 0
+        self.wide_len = 0
         self.ibuf_len = 0
 
     def region(self, n: int) -> int:
@@ -176,11 +177,19 @@ class FusedChain:
                 rp = b.add_ints(m.rowptr)
                 cb = b.add_floats(m.codebook)
                 bias = b.add_floats(layer.params["b"])
-                b.cols_len = max(b.cols_len, c * k * k * n)
-                valid = s == 1 and layer.pads == (0, 0, 0, 0)
+                valid = layer.pads == (0, 0, 0, 0)
+                hp, wp = h, w
+                if not valid:  # a zero-padded copy of the input (the kernel's arithmetic)
+                    hp = max(h + top, (oh - 1) * s + k)
+                    wp = max(w + left, (ow - 1) * s + k)
+                    b.cols_len = max(b.cols_len, c * hp * wp)
+                cols = np.arange(c // layer.groups * k * k)  # one group's patch columns
+                ch, rem = np.divmod(cols, k * k)
+                col_off = b.add_ints((ch * hp + rem // k) * wp + rem % k)
                 b.op(ops_.OP_SQ_CONV, cur, dst, c, h, w, oc, k, s, top, left, oh, ow,
                      layer.groups, 0, wo, wl, sk, sc, nt, block_n, m.index_bits, cb,
-                     m.codebook.size, bias, relu, -1, valid)
+                     m.codebook.size, bias, relu, -1, valid, col_off, -1)
+                b.wide_len = max(b.wide_len, (oh - 1) * wp + ow)
                 matrices.append((m, wo, wl, rp))
                 cur, shape = dst, (oc, oh, ow)
                 i += relu
@@ -199,10 +208,10 @@ class FusedChain:
                 raise NotFusable(f"{layer.name}: a {layer.type_name} layer")
             size = int(np.prod(shape))
             i += 1
-        cols = b.region(b.cols_len)
+        padded, wide = b.region(b.cols_len), b.region(b.wide_len)
         for row in b.ops:
             if row[0] == ops_.OP_SQ_CONV:
-                row[26] = cols
+                row[26], row[29] = padded, wide
         chain = cls(layers, b, in_off, int(np.prod(input_shape)), cur, shape)
         for m, wo, wl, rp in matrices:  # share the copies: the weights are held once
             if m.words.dtype == np.uint16:  # (widened uint8 words are a second copy)
