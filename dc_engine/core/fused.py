@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import kernels
 from .._files import write_json
+from .._version import __version__
 from ..kernels import chain as ops_
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, is_backend
 
@@ -273,8 +274,9 @@ def _cpu() -> str:
 
 
 def _key(layers, threads: int) -> str:
-    """Machine, thread count and the model's shape of work (types, shapes, entries)."""
-    parts = [_cpu(), numba.config.THREADING_LAYER, str(threads)]
+    """Machine, thread count, the package version (its kernels) and the model's shape of work
+    (types, shapes, entries)."""
+    parts = [_cpu(), numba.config.THREADING_LAYER, str(threads), __version__]
     for layer in layers:
         w = layer.params.get("W") if layer.params else None
         parts.append(f"{layer.type_name}:{sorted(layer.hyperparameters.items())}:"
