@@ -80,7 +80,7 @@ def _dense(words, op, ip, fp, buf):
 
 @jit(fastmath=FASTMATH)
 def _conv_rows(words, split_k, split_col, r0, r1, ib, codebook, xp, col_off, base, wp,
-               stride, oh, ow, wide, yt):
+               stride, oh, ow, wide, bias, relu, yt):
     """``yt[r] = W[r] @ patches`` for rows r0 <= r < r1 of one group, straight from the
     (padded) input ``xp`` (flat): each entry adds ``weight * xp[offset + pixel]`` for every
     output pixel, ``offset = base + col_off[column]`` (the group's first channel, and the patch
@@ -95,18 +95,20 @@ def _conv_rows(words, split_k, split_col, r0, r1, ib, codebook, xp, col_off, bas
 
     Entries go four at a time within each column tile, combined as
     :func:`kernels.sqmm._matmul_t_task` combines them, so every output is the same sum in the
-    same order as the im2col product: bit for bit, without building the patch matrix."""
+    same order as the im2col product: bit for bit, without building the patch matrix. Then
+    ``+ bias[r]`` (``bias`` empty: none) and ReLU when ``relu``, in the pass that writes
+    ``yt[r]``, as the layer's bias addition and a ReLU layer after it compute them."""
     mask = (1 << ib) - 1
-    n = oh * ow
     owu, su = _U(ow), _U(stride)
     row = _U(stride * wp)  # input elements between two output rows
     span = (oh - 1) * wp + ow if stride == 1 else 0
+    with_bias = bias.size > 0
     for r in range(r0, r1):
         o = yt[r]
-        for i in range(n):
-            o[i] = 0.0
-        for i in range(span):
-            wide[i] = 0.0
+        if stride == 1:
+            wide[:span] = 0.0
+        else:
+            o[:] = 0.0
         for t in range(split_k.shape[1] - 1):
             col = split_col[r, t]
             kx = split_k[r, t]
@@ -159,10 +161,15 @@ def _conv_rows(words, split_k, split_col, r0, r1, ib, codebook, xp, col_off, bas
                         for j in range(ow):
                             o[iu * owu + _U(j)] += v0 * xp[b0 + iu * row + _U(j) * su]
                 kx += 1
-        if stride == 1:
-            for i in range(oh):
-                for j in range(ow):
-                    o[i * ow + j] = wide[i * wp + j]
+        b = bias[r] if with_bias else np.float32(0.0)
+        for i in range(oh):
+            src = wide[_U(i) * _U(wp):] if stride == 1 else o[_U(i) * owu:]
+            dst = o[_U(i) * owu:]
+            for j in range(ow):
+                v = src[j] + b if with_bias else src[j]
+                if relu and v <= 0:
+                    v = np.float32(0.0)
+                dst[j] = v
 
 
 @jit()
@@ -195,19 +202,10 @@ def _conv(words, op, ip, fp, buf):
     wd = words[wo:wo + wl]
     col_off = ip[op[28]:op[28] + cin * k * k]
     wide = buf[op[29]:op[29] + (oh - 1) * wp + ow]
+    bias = fp[op[24]:op[24] + oc] if op[24] >= 0 else fp[:0]
     for g in range(groups):
         _conv_rows(wd, split_k, split_col, g * ocg, (g + 1) * ocg, ib, codebook, xp, col_off,
-                   g * cin * hp * wp, wp, stride, oh, ow, wide, yt)
-    relu = op[25] != 0
-    b_off = op[24]
-    for r in range(oc):
-        row = yt[r]
-        b = fp[b_off + r] if b_off >= 0 else np.float32(0.0)
-        for i in range(n):
-            v = row[i] + b if b_off >= 0 else row[i]
-            if relu and v <= 0:
-                v = np.float32(0.0)
-            row[i] = v
+                   g * cin * hp * wp, wp, stride, oh, ow, wide, bias, op[25] != 0, yt)
 
 
 @jit()
