@@ -99,7 +99,7 @@ def test_forward_at_batch_one_takes_the_fused_path_and_equals_the_batch_rows(rng
     x = rng.random((3, *model.input_shape), dtype=np.float32)
     os.environ.pop("DC_ENGINE_BATCH1", None)
     one = np.concatenate([model.forward(x[i:i + 1]) for i in range(3)])
-    assert model._b1_cache[2] is not None  # 1 thread or measured: fused on this model
+    assert model._batch_one() is not None  # 1 thread or measured: fused on this model
     np.testing.assert_allclose(one, model.forward(x), rtol=1e-5, atol=1e-5)
     # the weights are held once: the matrices' entries are views of the program's arrays
     for layer in model.weighted_layers():
@@ -113,7 +113,7 @@ def test_unfusable_models_take_the_per_layer_path(rng):
     for layer in dense.layers:
         ref = layer.forward(ref)
     assert np.array_equal(dense.forward(x), ref)
-    assert dense._b1_cache[2] is None
+    assert dense._batch_one() is None
     with pytest.raises(fused.NotFusable, match="not compressed"):
         fused.FusedChain.build(dense.layers, dense.input_shape)
 
@@ -131,7 +131,7 @@ def test_a_replaced_weight_rebuilds_the_path(rng):
                                2 * (before - model["ip3"].params["b"]), rtol=1e-5, atol=1e-5)
     ip3.set_param("W", w)  # a float weight: the per-layer path from now on
     assert np.allclose(model.forward(x), after, rtol=1e-5, atol=1e-5)
-    assert model._b1_cache[2] is None
+    assert model._batch_one() is None
 
 
 def test_env_forces_a_path(rng, monkeypatch):

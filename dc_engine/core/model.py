@@ -14,6 +14,7 @@ A model with compressed weights runs inference only; :meth:`Model.to_dense` deco
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -321,6 +322,11 @@ class Model:
         give the per-layer serial results bit for bit. In a graph, a tensor is dropped as soon
         as its last reader has run.
         """
+        if (not train and type(x) is np.ndarray and x.dtype is _FLOAT32
+                and x.shape == (1, *self.input_shape)):  # the common batch-1 call, checked
+            chain = self._batch_one()
+            if chain is not None:
+                return chain.run(x)
         x = self._check_input(x)
         w = self.wiring()
         if w.sequential:
@@ -352,23 +358,22 @@ class Model:
 
     def _batch_one(self):
         """The :class:`~dc_engine.core.fused.FusedChain` that runs a batch of one, or None for
-        the per-layer path (:meth:`_forward_one`).
+        the per-layer path (:meth:`_forward_one`; always for a graph).
 
         Chosen at the first batch-1 call (:func:`dc_engine.core.fused.choose`: measured where
         the two paths differ in more than Python overhead, at the Numba thread count of that
-        moment) and kept until ``self.layers`` or a layer's weight object changes."""
+        moment) and kept until the layers, their wiring or a layer's weight object change."""
+        key = (tuple(self.layers), Layer._wiring_version, self.output)
         cache = self.__dict__.get("_b1_cache")
-        if cache is not None and len(cache[0]) == len(self.layers):
-            layers, weighted, chain = cache
-            if all(a is b for a, b in zip(layers, self.layers)) and all(
-                    layer.params["W"] is w for layer, w in weighted):
-                return chain
+        if cache is not None and cache[0] == key and all(
+                map(operator.is_, cache[2], [layer.params["W"] for layer in cache[1]])):
+            return cache[3]
         with _BUILD_LOCK:
-            layers = tuple(self.layers)
-            weighted = tuple((layer, layer.params["W"]) for layer in layers
-                             if "W" in layer.params)
-            chain = self._choose_batch_one(layers, _numba_threads())
-            self._b1_cache = (layers, weighted, chain)
+            weighted = tuple(layer for layer in key[0] if "W" in layer.params)
+            weights = tuple(layer.params["W"] for layer in weighted)
+            chain = (self._choose_batch_one(key[0], _numba_threads())
+                     if self.wiring().sequential else None)
+            self._b1_cache = (key, weighted, weights, chain)
         return chain
 
     def _choose_batch_one(self, layers: tuple, threads: int):
