@@ -69,13 +69,18 @@ def timeit(fn, repeats: int, min_time: float, warm: bool = False) -> float:
     t_end = time.perf_counter() + (WARM_S if warm else 0.0)
     while time.perf_counter() < t_end:
         fn()
-    samples = []
+    return median(samples(fn, repeats, loops))
+
+
+def samples(fn, repeats: int, loops: int) -> list[float]:
+    """Seconds per call of ``fn()`` in ``repeats`` samples of ``loops`` calls each."""
+    out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(loops):
             fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return median(samples)
+        out.append((time.perf_counter() - t0) / loops)
+    return out
 
 
 def write_json(path: str | None, payload: dict) -> None:

@@ -70,7 +70,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from _common import WARM_S, environment, median, write_json
+from _common import WARM_S, environment, median, samples, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "data" / "models"
@@ -157,13 +157,7 @@ def loop_samples(fn: Callable[[], object], repeats: int, min_time: float) -> tup
     for _ in range(20):
         fn()
     loops = max(1, int(np.ceil(min_time * 20 / (time.perf_counter() - t0))))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    return samples, loops
+    return samples(fn, repeats, loops), loops
 
 
 def call_times(parts: list[Callable[[], object]], iters: int) -> np.ndarray:
@@ -263,9 +257,9 @@ def worker_prepare(spec: dict) -> dict:
 def worker_latency(spec: dict) -> dict:
     fn = predictor(spec)
     warm_up(fn)
-    (samples, loops), others = with_others(
+    (times, loops), others = with_others(
         lambda: loop_samples(fn, spec["repeats"], spec["min_time"]), [os.getpid()])
-    return {"us": median(samples) * 1e6, "samples_us": [s * 1e6 for s in samples],
+    return {"us": median(times) * 1e6, "samples_us": [s * 1e6 for s in times],
             "loops": loops, "others_cores": others}
 
 
