@@ -9,7 +9,8 @@ the app's own work, nothing shared between Python threads calling at once).
 Dense layers run the per-layer kernel itself (:func:`kernels.sqmm._matvec_rows`); convolutions
 read the input in place instead of building the im2col matrix, with the products' sums formed
 exactly as :func:`kernels.sqmm._matmul_t_task` forms them; max pooling keeps no argmax. So a
-fused run computes what the serial per-layer run computes, bit for bit (a test checks it).
+fused run computes what the serial per-layer run with the scalar kernels computes, bit for bit
+(a test checks it on random chains; it rests on LLVM forming the same fast-math sums in both).
 
 Layout. Everything a chain needs is in a few flat arrays, so one compiled function serves
 every model:

@@ -136,11 +136,17 @@ def test_a_replaced_weight_rebuilds_the_path(rng):
 
 def test_env_forces_a_path(rng, monkeypatch):
     monkeypatch.setenv("DC_ENGINE_BATCH1", "layered")
-    assert fused.choose((), 2, True, None, None) == "layered"
+    assert fused.choose((), (4,), 2, True, None, None) == "layered"
+    model = dc_engine.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    words = [layer.params["W"].words for layer in model.weighted_layers()]
+    model.forward(x)
+    assert model._batch_one() is None  # forced: no chain built, the weights left as they were
+    assert all(layer.params["W"].words is w for layer, w in zip(model.weighted_layers(), words))
     monkeypatch.setenv("DC_ENGINE_BATCH1", "fused")
-    assert fused.choose((), 2, True, None, None) == "fused"
+    assert fused.choose((), (4,), 2, True, None, None) == "fused"
     monkeypatch.delenv("DC_ENGINE_BATCH1")
-    assert fused.choose((), 2, False, None, None) == "fused"  # nothing to measure
+    assert fused.choose((), (4,), 2, False, None, None) == "fused"  # nothing to measure
 
 
 def test_the_choice_is_measured_once_and_kept_per_machine(tmp_path, monkeypatch):
@@ -157,18 +163,19 @@ def test_the_choice_is_measured_once_and_kept_per_machine(tmp_path, monkeypatch)
     def fast():
         calls["layered"] += 1
 
-    assert fused.choose(layers, 2, True, slow, fast) == "layered"
+    assert fused.choose(layers, (784,), 2, True, slow, fast) == "layered"
     assert calls["fused"] > 3 and calls["layered"] > 3
     stored = json.loads(fused.calibration_file().read_text())
     (entry,) = stored.values()
     assert entry["path"] == "layered" and entry["seconds"]["fused"] > entry["seconds"]["layered"]
     monkeypatch.setattr(fused, "_memo", {})  # a new process: read from the file, not measured
     calls.update(fused=0, layered=0)
-    assert fused.choose(layers, 2, True, slow, fast) == "layered"
+    assert fused.choose(layers, (784,), 2, True, slow, fast) == "layered"
     assert calls == {"fused": 0, "layered": 0}
-    # another thread count is another entry
-    assert fused.choose(layers, 1, True, fast, slow) == "fused"
-    assert len(json.loads(fused.calibration_file().read_text())) == 2
+    # another thread count, another input shape: other entries
+    assert fused.choose(layers, (784,), 1, True, fast, slow) == "fused"
+    assert fused.choose(layers, (1, 28, 28), 2, True, fast, slow) == "fused"
+    assert len(json.loads(fused.calibration_file().read_text())) == 3
 
 
 def test_a_corrupt_or_unwritable_calibration_file_is_measured_again(tmp_path, monkeypatch):
@@ -176,8 +183,75 @@ def test_a_corrupt_or_unwritable_calibration_file_is_measured_again(tmp_path, mo
     monkeypatch.setattr(fused, "_memo", {})
     fused.calibration_file().parent.mkdir(parents=True)
     fused.calibration_file().write_text("{not json")
-    assert fused.choose((), 2, True, lambda: None, lambda: sum(range(500))) == "fused"
+    assert fused.choose((), (4,), 2, True, lambda: None, lambda: sum(range(500))) == "fused"
     assert json.loads(fused.calibration_file().read_text())  # rewritten whole
+
+
+def test_no_home_folder_measures_without_a_file(monkeypatch):
+    # a container user with no passwd entry: Path.home() raises; forward must not
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(fused, "_memo", {})
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert fused.calibration_file() is None
+    assert fused.choose((), (4,), 2, True, lambda: None, lambda: sum(range(500))) == "fused"
+
+
+def test_biases_codebooks_and_shapes_changed_later_reach_the_fused_path(rng):
+    model = dc_engine.load(MODELS / "lenet-300-100.dc.h5")
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    model.forward(x)
+    chain = model._batch_one()
+    assert chain is not None
+    ip3 = model["ip3"]
+    ip3.set_param("b", np.full(10, 100, np.float32))  # a new bias object: rebuilt
+    assert np.array_equal(model.forward(x), model._forward_one(x))
+    ip3.params["b"][:] = -100  # in place: the chain holds the same array
+    ip3.params["W"].codebook[1:] *= 2
+    assert np.array_equal(model.forward(x), model._forward_one(x))
+    assert model.forward(x).max() < -50
+    # a layer made elsewhere bumps the global wiring version: the same chain is kept
+    chain = model._batch_one()
+    ReLU()
+    assert model._batch_one() is chain
+
+
+def test_a_changed_input_shape_rebuilds_the_path(rng):
+    conv = Conv2D(4, 2, 3, rng=rng)
+    _compress(conv, rng, 0.5, 4)
+    model = Model([conv], (4, 8, 6))
+    x = rng.random((1, 4, 8, 6), dtype=np.float32)
+    model.forward(x)
+    model.input_shape = (4, 6, 8)
+    x = rng.random((1, 4, 6, 8), dtype=np.float32)
+    out = model.forward(x)
+    assert out.shape == (1, 2, 4, 6)
+    assert np.array_equal(out, model._forward_one(x))
+
+
+def test_a_conv_over_two_column_tiles_matches_the_per_layer_path(rng):
+    # 64 x 3 x 3 = 576 patch columns over 529 output pixels: two 512-column tiles
+    conv = Conv2D(64, 4, 3, rng=rng)
+    _compress(conv, rng, 0.3, 5)
+    model = Model([conv, ReLU()], (64, 25, 25))
+    chain = fused.FusedChain.build(model.layers, model.input_shape)
+    assert chain.ops[0][19] > 2  # n_tiles + 1
+    x = rng.standard_normal((1, 64, 25, 25)).astype(np.float32)
+    assert np.array_equal(chain.run(x), model._forward_one(x))
+
+
+def test_kernel_caches_are_stamped_with_the_whole_package():
+    # chain_forward runs sqmm's and pool's kernels: a change to either must recompile it
+    from dc_engine.kernels import _config
+
+    stamp = _config._package_stamp()
+    assert {"chain.py", "sqmm.py", "pool.py"} <= {name for name, _, _ in stamp}
+    locator = dc_engine.kernels.chain_forward._cache._impl.locator
+    assert locator.get_source_stamp() == stamp
 
 
 def test_a_model_pickles_without_its_batch_one_cache(rng):
@@ -190,3 +264,11 @@ def test_a_model_pickles_without_its_batch_one_cache(rng):
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert "_b1_cache" not in clone.__dict__
         assert np.array_equal(clone.forward(x), y)
+
+
+def test_the_chain_splits_columns_as_the_per_layer_path_does():
+    # core may not import runtime, so fused repeats three constants of runtime.sqmatrix
+    from dc_engine.runtime import sqmatrix
+
+    assert (fused._TILE_BYTES, fused._BLOCK_N, fused._WIDE_BLOCK_N) == (
+        sqmatrix.TILE_BYTES, sqmatrix.BLOCK_N, sqmatrix.WIDE_BLOCK_N)

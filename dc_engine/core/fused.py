@@ -97,10 +97,10 @@ class _Builder:
 class FusedChain:
     """A sequential model's batch-1 forward as one :func:`kernels.chain_forward` program.
 
-    Build with :meth:`build`. The packed entries are copied into the program's own arrays,
-    which the model's ``CompressedMatrix`` objects then share (``words`` and ``rowptr`` point
-    into them), so the weights are held once (twice for layers of one-byte words, which the
-    program widens to uint16).
+    Build with :meth:`build`. The packed entries, codebooks and biases are copied into the
+    program's own arrays; :meth:`adopt` then makes the layers share them (once the model
+    takes this path), so the weights are held once (twice for layers of one-byte words,
+    which the program widens to uint16).
 
     Thread-safe: every calling thread gets its own scratch buffers; the kernel releases the GIL.
     """
@@ -133,7 +133,7 @@ class FusedChain:
         shape = tuple(int(s) for s in input_shape)
         size = int(np.prod(shape))
         in_off = cur = b.region(size)
-        matrices = []
+        shares = []
         i = 0
         layers = tuple(layers)
         while i < len(layers):
@@ -156,7 +156,7 @@ class FusedChain:
                 bias = b.add_floats(layer.params["b"])
                 b.op(ops_.OP_SQ_DENSE, cur, dst, n_in, n_out, 0, wo, wl, rp, m.index_bits,
                      cb, m.codebook.size, bias, relu)
-                matrices.append((m, wo, wl, rp))
+                shares.append((layer, m, wo, wl, rp, cb, bias))
                 cur, shape = dst, (n_out,)
                 i += relu
             elif isinstance(layer, Conv2D):
@@ -191,7 +191,7 @@ class FusedChain:
                      layer.groups, 0, wo, wl, sk, sc, nt, block_n, m.index_bits, cb,
                      m.codebook.size, bias, relu, -1, valid, col_off, -1)
                 b.wide_len = max(b.wide_len, (oh - 1) * wp + ow)
-                matrices.append((m, wo, wl, rp))
+                shares.append((layer, m, wo, wl, rp, cb, bias))
                 cur, shape = dst, (oc, oh, ow)
                 i += relu
             elif isinstance(layer, MaxPool2D):
@@ -214,11 +214,20 @@ class FusedChain:
             if row[0] == ops_.OP_SQ_CONV:
                 row[26], row[29] = padded, wide
         chain = cls(layers, b, in_off, int(np.prod(input_shape)), cur, shape)
-        for m, wo, wl, rp in matrices:  # share the copies: the weights are held once
-            if m.words.dtype == np.uint16:  # (widened uint8 words are a second copy)
-                m.words = chain.words[wo:wo + wl]
-            m.rowptr = chain.ip[rp:rp + m.rowptr.size]
+        chain._shares = shares
         return chain
+
+    def adopt(self) -> None:
+        """Make the layers hold views of the program's arrays instead of their own: packed
+        entries (uint16 ones; widened one-byte words stay a second copy), row pointers,
+        codebooks and biases. The weights are then held once, and a change made in place to a
+        layer's bias or a matrix's codebook reaches the fused path too."""
+        for layer, m, wo, wl, rp, cb, bias in self._shares:
+            if m.words.dtype == np.uint16:
+                m.words = self.words[wo:wo + wl]
+            m.rowptr = self.ip[rp:rp + m.rowptr.size]
+            m.codebook = self.fp[cb:cb + m.codebook.size]
+            layer.params["b"] = self.fp[bias:bias + layer.params["b"].size]
 
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
         local = self._local
@@ -251,12 +260,23 @@ _lock = threading.Lock()
 _memo: dict[str, str] = {}
 
 
-def calibration_file() -> Path:
+def forced() -> str | None:
+    """The path ``DC_ENGINE_BATCH1`` forces (``fused`` or ``layered``), or None."""
+    value = os.environ.get(_ENV, "").strip().lower()
+    return value if value in PATHS else None
+
+
+def calibration_file() -> Path | None:
     """Where the measured choices are kept: ``dc-engine-batch1.json`` in ``NUMBA_CACHE_DIR``
-    when set, else in ``~/.cache/dc-engine`` (``XDG_CACHE_HOME`` respected)."""
+    when set, else in ``~/.cache/dc-engine`` (``XDG_CACHE_HOME`` respected); None where there
+    is no home folder to put it in (a container user without a passwd entry)."""
     base = os.environ.get("NUMBA_CACHE_DIR")
     if not base:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dc-engine"
+        try:
+            cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        except (RuntimeError, KeyError, OSError):
+            return None
+        base = Path(cache) / "dc-engine"
     return Path(base) / "dc-engine-batch1.json"
 
 
@@ -273,10 +293,10 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _key(layers, threads: int) -> str:
+def _key(layers, input_shape: tuple, threads: int) -> str:
     """Machine, thread count, the package version (its kernels) and the model's shape of work
-    (types, shapes, entries)."""
-    parts = [_cpu(), numba.config.THREADING_LAYER, str(threads), __version__]
+    (input shape, layer types and shapes, entries)."""
+    parts = [_cpu(), numba.config.THREADING_LAYER, str(threads), __version__, str(input_shape)]
     for layer in layers:
         w = layer.params.get("W") if layer.params else None
         parts.append(f"{layer.type_name}:{sorted(layer.hyperparameters.items())}:"
@@ -285,7 +305,9 @@ def _key(layers, threads: int) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path | None) -> dict:
+    if path is None:
+        return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
@@ -312,22 +334,24 @@ def calibrate(run_fused, run_layered, budget_s: float = 0.05) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def choose(layers, threads: int, needs_measuring: bool, run_fused, run_layered) -> str:
+def choose(layers, input_shape: tuple, threads: int, needs_measuring: bool, run_fused,
+           run_layered) -> str:
     """``"fused"`` or ``"layered"`` for a batch of one through ``layers`` at ``threads``.
 
     ``DC_ENGINE_BATCH1`` (``fused`` / ``layered``) forces a path. Otherwise, where the
     per-layer path would run the same serial scalar kernels (``needs_measuring`` false), the
     fused one wins by construction (same kernels, no Python between layers). Else both are
-    timed (:func:`calibrate`, about 50 ms) and the faster kept, in memory and in
-    :func:`calibration_file` (keyed by CPU, threading layer, thread count and the model's
-    layer shapes), so the next process on this machine skips the measurement.
+    timed (:func:`calibrate`: a first call of each, then about 50 ms; the per-layer path may
+    start Numba's thread pool then) and the faster kept, in memory and in
+    :func:`calibration_file` (keyed by CPU, threading layer, thread count, package version,
+    input shape and the layers' shapes), so the next process on this machine skips the
+    measurement.
     """
-    forced = os.environ.get(_ENV, "").strip().lower()
-    if forced in PATHS:
-        return forced
+    if forced():
+        return forced()
     if not needs_measuring:
         return "fused"
-    key = _key(layers, threads)
+    key = _key(layers, input_shape, threads)
     with _lock:
         if key in _memo:
             return _memo[key]
@@ -339,14 +363,16 @@ def choose(layers, threads: int, needs_measuring: bool, run_fused, run_layered) 
         times = calibrate(run_fused, run_layered)
         best = min(times, key=times.get)
         _memo[key] = best
-        data = _read(path)
-        data[key] = {"path": best, "seconds": times, "threads": threads, "cpu": _cpu()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, data)
-        except OSError:
-            pass  # a read-only home: measured again next process
+        if path is not None:
+            data = _read(path)
+            data[key] = {"path": best, "seconds": times, "threads": threads, "cpu": _cpu()}
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(path, data)
+            except OSError:
+                pass  # a read-only folder: measured again in the next process
         return best
 
 
-__all__ = ["FusedChain", "NotFusable", "choose", "calibrate", "calibration_file", "PATHS"]
+__all__ = ["FusedChain", "NotFusable", "choose", "calibrate", "calibration_file", "forced",
+           "PATHS"]

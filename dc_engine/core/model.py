@@ -318,8 +318,9 @@ class Model:
         -----
         A batch of one through a chain of compressed layers runs as one kernel call on the
         calling thread (:mod:`dc_engine.core.fused`) where that was measured faster than the
-        per-layer path (:meth:`_forward_one`, a leaner path for compressed Dense layers); both
-        give the per-layer serial results bit for bit. In a graph, a tensor is dropped as soon
+        per-layer path (:meth:`_forward_one`, a leaner path for compressed Dense layers); with
+        the scalar kernels both give the per-layer serial results bit for bit (a test checks
+        it). In a graph, a tensor is dropped as soon
         as its last reader has run.
         """
         if (not train and type(x) is np.ndarray and x.dtype is _FLOAT32
@@ -331,9 +332,10 @@ class Model:
         w = self.wiring()
         if w.sequential:
             if not train and x.shape[0] == 1:
-                chain = self._batch_one()
-                if chain is not None:
-                    return chain.run(np.ascontiguousarray(x, dtype=np.float32))
+                if x.dtype is _FLOAT32:  # (else: converted per layer, as at any batch size)
+                    chain = self._batch_one()
+                    if chain is not None:
+                        return chain.run(x)
                 return self._forward_one(x)
             for layer in self.layers:
                 x = layer.forward(x, train=train)
@@ -362,23 +364,41 @@ class Model:
 
         Chosen at the first batch-1 call (:func:`dc_engine.core.fused.choose`: measured where
         the two paths differ in more than Python overhead, at the Numba thread count of that
-        moment) and kept until the layers, their wiring or a layer's weight object change."""
-        key = (tuple(self.layers), Layer._wiring_version, self.output)
+        moment) and kept until the layers, their wiring, the input shape, or a layer's weight or
+        bias object change. The chain holds the weights and biases themselves (the layers'
+        arrays become views of its arrays), so changes made in place reach it too."""
         cache = self.__dict__.get("_b1_cache")
-        if cache is not None and cache[0] == key and all(
-                map(operator.is_, cache[2], [layer.params["W"] for layer in cache[1]])):
-            return cache[3]
+        if cache is not None and cache[0] == Layer._wiring_version and cache[1] == (
+                tuple(self.layers), self.output, self.input_shape) and all(
+                map(operator.is_, cache[3], [lyr.params[k] for lyr, k in cache[2]])):
+            return cache[4]
+        key = self._b1_key()
+        if cache is not None and cache[5] == key and all(
+                map(operator.is_, cache[3], [lyr.params[k] for lyr, k in cache[2]])):
+            # another layer was made somewhere (the wiring version is global): same model
+            self._b1_cache = (Layer._wiring_version, *cache[1:])
+            return cache[4]
         with _BUILD_LOCK:
-            weighted = tuple(layer for layer in key[0] if "W" in layer.params)
-            weights = tuple(layer.params["W"] for layer in weighted)
-            chain = (self._choose_batch_one(key[0], _numba_threads())
+            version = Layer._wiring_version
+            layers = tuple(self.layers)
+            chain = (self._choose_batch_one(layers, _numba_threads())
                      if self.wiring().sequential else None)
-            self._b1_cache = (key, weighted, weights, chain)
+            params = tuple((lyr, k) for lyr in layers for k in ("W", "b") if k in lyr.params)
+            self._b1_cache = (version, (layers, self.output, self.input_shape), params,
+                              tuple(lyr.params[k] for lyr, k in params), chain, key)
         return chain
 
-    def _choose_batch_one(self, layers: tuple, threads: int):
-        from .fused import FusedChain, NotFusable, choose
+    def _b1_key(self) -> tuple:
+        """What the batch-1 path depends on besides the parameter objects: the layers, each
+        one's inputs, the output and the input shape."""
+        return (tuple((lyr, None if lyr.inputs is None else tuple(lyr.inputs))
+                      for lyr in self.layers), self.output, self.input_shape)
 
+    def _choose_batch_one(self, layers: tuple, threads: int):
+        from .fused import FusedChain, NotFusable, choose, forced
+
+        if forced() == "layered" or not any("W" in layer.params for layer in layers):
+            return None  # (no weights: nothing to fuse, and dtypes stay as the layers make them)
         try:
             chain = FusedChain.build(layers, self.input_shape)
         except NotFusable:
@@ -389,9 +409,12 @@ class Model:
         parallel = threads > 1 and any(not m.serial(n) for m, n in zip(mats, n_cols))
         simd = any(getattr(m, "simd", False) for m in mats)
         x = np.zeros((1, *self.input_shape), np.float32)
-        path = choose(layers, threads, parallel or simd, lambda: chain.run(x),
-                      lambda: self._forward_one(x))
-        return chain if path == "fused" else None
+        path = choose(layers, self.input_shape, threads, parallel or simd,
+                      lambda: chain.run(x), lambda: self._forward_one(x))
+        if path != "fused":
+            return None
+        chain.adopt()  # the layers' weights and biases become views of the chain's arrays
+        return chain
 
     def _layer_out_hw(self, layer) -> tuple[int, int]:
         """A layer's output height and width in this chain (conv layers: its im2col columns)."""
