@@ -7,7 +7,8 @@ The public names, each with one home:
 - the stages, in memory: :func:`compress` (all three) and :func:`prune_model`,
   :func:`quantize_model`, :func:`encode_model`, with their config classes
   (:mod:`dc_engine.stages`);
-- data: :func:`load_mnist` and :class:`Dataset`;
+- data: :func:`load_dataset` (an IDX folder or an ``.npz``), :func:`load_mnist`,
+  :func:`load_npz` and :class:`Dataset`;
 - the compressed weight back end: :class:`CompressedMatrix`;
 - errors: :class:`DCFormatError`, :class:`ConfigError`, :class:`DatasetError`;
 - ONNX (the ``onnx`` extra): :func:`load_onnx`, :func:`save_onnx`, and the module as
@@ -21,7 +22,7 @@ from ._version import __version__
 from .core.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .core.model import Model
 from .errors import ConfigError, DatasetError, DCFormatError
-from .io.data import Dataset, load_mnist
+from .io.data import Dataset, load_dataset, load_mnist, load_npz
 from .runtime import CompressedMatrix, load, save
 
 _LAZY = {
@@ -56,6 +57,6 @@ def __dir__() -> list[str]:
 
 __all__ = ["Model", "Dense", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dropout", "load", "save",
            "compress", "CompressConfig", "prune_model", "PruneConfig", "quantize_model",
-           "QuantizeConfig", "encode_model", "EncodeConfig", "Dataset", "load_mnist",
-           "CompressedMatrix", "DCFormatError", "ConfigError", "DatasetError", "load_onnx",
-           "save_onnx", "__version__"]
+           "QuantizeConfig", "encode_model", "EncodeConfig", "Dataset", "load_dataset",
+           "load_mnist", "load_npz", "CompressedMatrix", "DCFormatError", "ConfigError",
+           "DatasetError", "load_onnx", "save_onnx", "__version__"]

@@ -43,11 +43,13 @@ def _threads(text: str) -> int:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
-                   help="folder with a dataset in MNIST's four-file IDX layout "
+                   help="the dataset: a folder in MNIST's four-file IDX layout "
                         "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-                        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]); "
-                        "default: the MNIST copy in data/mnist of a dc-engine source checkout "
-                        "(an installed package has none: pass --data)")
+                        "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) or one "
+                        ".npz file holding x_train, y_train, x_test, y_test (images (N, H, W), "
+                        "(N, C, H, W) or (N, H, W, C), uint8 scaled to [0, 1] or float kept; "
+                        "integer labels 0..255); default: the MNIST copy in data/mnist of a "
+                        "dc-engine source checkout (an installed package has none: pass --data)")
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from ..core.train import TrainConfig, evaluate, fit
 from ..core.zoo import ARCHITECTURES, RECIPES
 from ..errors import ConfigError, DCFormatError
 from ..io import compressed as compressed_file
-from ..io.data import load_mnist, train_val_split
+from ..io.data import load_dataset, train_val_split
 from ..runtime.files import load, save
 from ..stages.encode import EncodeConfig, encode_model
 from ..stages.inputs import check_recipe, training_recipe
@@ -173,7 +173,7 @@ def train(arch: str, out_path, data=None, *, seed: int = 0, val_size: int = 5000
     recipe = dict(RECIPES[arch])
     recipe.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(seed=seed, **recipe)
-    ds = load_mnist(data)
+    ds = load_dataset(data)
     if not 0 <= val_size < len(ds.x_train):
         raise ValueError(f"the validation split (--val-size) must be in [0, "
                          f"{len(ds.x_train)}), got {val_size}")
@@ -236,7 +236,7 @@ def evaluate_file(model_path, data=None, batch_size: int = 1000,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = load(model_path)
-    ds = load_mnist(data).for_input(model.input_shape, str(model_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(model_path))
     with limit_threads(threads):
         res = evaluate(model, ds.x_test, ds.y_test, batch_size=batch_size)
     params = model.num_params()
@@ -262,7 +262,7 @@ def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
     config.check_model(model)
     # before the dataset: a config problem is reported first
     recipe = training_recipe(model, read_recipe(config_path))
-    ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     before = _weights(model, config.layers)
     report = prune_stage(model, ds, config, recipe, threads=threads, progress=progress)
     report.update(source=str(dense_path), architecture=model.name, config_file=str(cfg_path),
@@ -292,7 +292,7 @@ def quantize(pruned_path, out_path, config_path=None, data=None, report_dir=None
     recipe = training_recipe(model, read_recipe(config_path))
     if config.val_size == 0:
         raise ConfigError("quantization reports validation errors: val_size must be > 0")
-    ds = load_mnist(data).for_input(model.input_shape, str(pruned_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(pruned_path))
     before = _weights(model, config.bits)
     report = quantize_stage(model, ds, config, recipe, threads=threads, progress=progress)
     report.update(source=str(pruned_path), architecture=model.name,
@@ -376,7 +376,7 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     name = stem(out_path)
     model = _stage_input(dense_path, "compress", takes="unshared")
     config, cfg_path = read_compress_config(config_path, model.name)
-    ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, threads=threads, progress=progress,
                                         on_stage=on_stage)
     models = report.pop("models")
@@ -415,7 +415,7 @@ def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 
     """LWC Fig. 6 for a dense model file: writes ``sensitivity.json``, ``sensitivity.md`` and
     ``sensitivity.png`` into ``out_dir`` and returns the scan."""
     model = _stage_input(dense_path, "sensitivity", takes="unshared")
-    ds = load_mnist(data).for_input(model.input_shape, str(dense_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     _, _, x_val, y_val = train_val_split(ds.x_train, ds.y_train, val_size, seed)
     if len(x_val) == 0:
         raise ValueError("the sensitivity scan needs a validation split (val_size > 0)")
@@ -435,7 +435,7 @@ def bits_sweep(pruned_path, out_dir, bits=range(2, 9), inits=("linear", "density
     writes ``bits_sweep.json``, ``.md`` and ``.png`` into ``out_dir``."""
     model = _stage_input(pruned_path, "bits-sweep")
     config, _ = read_quantize_config(config_path, model.name)
-    ds = load_mnist(data).for_input(model.input_shape, str(pruned_path))
+    ds = load_dataset(data).for_input(model.input_shape, str(pruned_path))
     with limit_threads(threads):
         out = sweep_bits(model, ds, config, bits, inits, finetune_epochs,
                          recipe=read_recipe(config_path), threads=threads)

@@ -39,7 +39,9 @@ __all__ = [
     "MNIST_SHA256",
     "Dataset",
     "find_idx_file",
+    "load_dataset",
     "load_mnist",
+    "load_npz",
     "read_idx",
     "train_val_split",
 ]
@@ -337,11 +339,12 @@ class Dataset:
     Attributes
     ----------
     x_train : numpy.ndarray
-        float32, shape (N_train, 1, H, W), values in [0, 1].
+        float32, shape (N_train, C, H, W): values in [0, 1] for MNIST and uint8 images, as
+        given for float ones (C is 1 for IDX folders).
     y_train : numpy.ndarray
         int64, shape (N_train,), values in 0..255.
     x_test : numpy.ndarray
-        float32, shape (N_test, 1, H, W), values in [0, 1].
+        float32, shape (N_test, C, H, W), as ``x_train``.
     y_test : numpy.ndarray
         int64, shape (N_test,), values in 0..255.
     """
@@ -474,6 +477,146 @@ def load_mnist(path: PathLike | None = None) -> Dataset:
             f"{x_test.shape[2]}x{x_test.shape[3]} (test). {_FIX_HINT}"
         )
     return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy archives
+# --------------------------------------------------------------------------------------------
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+"""The arrays a dataset ``.npz`` must hold."""
+
+_NPZ_FIX = ("Write it with np.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...): "
+            "images (N, H, W), (N, C, H, W) or (N, H, W, C), uint8 or float; labels (N,) "
+            "integers in 0..255.")
+
+
+def _npz_headers(path: Path, zf) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every needed array, from the ``.npy`` headers alone (nothing is
+    decompressed but the header bytes), and their total size checked against the limit."""
+    names = {name[:-4]: name for name in zf.namelist() if name.endswith(".npy")}
+    missing = [k for k in NPZ_KEYS if k not in names]
+    if missing:
+        raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; it holds "
+                           f"{', '.join(sorted(names)) or 'no arrays'}. {_NPZ_FIX}")
+    out, total = {}, 0
+    for key in NPZ_KEYS:
+        with zf.open(names[key]) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise DatasetError(f"{path}: {key} holds Python objects ({dtype}); dc-engine "
+                               f"reads numeric arrays only (no pickles). {_NPZ_FIX}")
+        size = dtype.itemsize
+        for d in shape:
+            size *= d
+        total += size
+        out[key] = (tuple(shape), dtype)
+    cap = limit("dataset_bytes")
+    if total > cap:
+        raise DatasetError(f"{path}: its arrays declare {total:,} bytes, above the limit of "
+                           f"{cap:,} bytes per dataset file; {how_to_raise('dataset_bytes')}")
+    return out
+
+
+def _npz_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    """float32 (N, C, H, W): uint8 scaled by 1/255, floats kept; (N, H, W) gets C = 1 and
+    (N, H, W, C) is transposed when only the last axis looks like channels (<= 4 of them)."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        if x.shape[3] <= 4 < x.shape[1]:  # channels last (NHWC)
+            x = x.transpose(0, 3, 1, 2)
+    else:
+        raise DatasetError(f"{path}: {key} must be (N, H, W), (N, C, H, W) or (N, H, W, C) "
+                           f"images, found shape {x.shape}. {_NPZ_FIX}")
+    if 0 in x.shape:
+        raise DatasetError(f"{path}: {key} holds no images (shape {x.shape}). {_NPZ_FIX}")
+    if x.dtype == np.uint8:
+        out = x.astype(np.float32)
+        out /= np.float32(255.0)
+        return np.ascontiguousarray(out)
+    if x.dtype.kind != "f":
+        raise DatasetError(f"{path}: {key} must be uint8 or floating point, found {x.dtype}. "
+                           f"{_NPZ_FIX}")
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise DatasetError(f"{path}: {key} holds NaN or inf (after conversion to float32). "
+                           f"{_NPZ_FIX}")
+    return out
+
+
+def _npz_labels(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: {key} must be 1-D integer labels, found {y.dtype} of shape "
+                           f"{y.shape}. {_NPZ_FIX}")
+    if len(y) != n:
+        raise DatasetError(f"{path}: {len(y)} labels in {key} for {n} images. {_NPZ_FIX}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi > 255:
+        raise DatasetError(f"{path}: {key} must lie within 0..255, found {lo}..{hi}. "
+                           f"{_NPZ_FIX}")
+    return y.astype(np.int64)
+
+
+def load_npz(path: PathLike) -> Dataset:
+    """Load a dataset from one NumPy archive (``np.savez`` / ``np.savez_compressed``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike. An ``.npz`` holding ``x_train, y_train, x_test, y_test``:
+        images (N, H, W), (N, C, H, W) or (N, H, W, C) -- channels last is recognised when
+        only the last axis has at most 4 entries -- as uint8 (scaled to [0, 1]) or floats
+        (kept as they are, in float32); labels (N,) integers in 0..255.
+
+    Returns
+    -------
+    Dataset
+        float32 (N, C, H, W) images and int64 labels, fresh arrays.
+
+    Raises
+    ------
+    DatasetError
+        Not a regular file, not a zip archive, a missing array, object (pickled) arrays,
+        arrays declaring more than ``limit("dataset_bytes")`` bytes together (checked from
+        the headers, before anything is decompressed), wrong shapes or dtypes, NaN or inf,
+        label counts that differ from the images', labels outside 0..255, or train and test
+        images of different shapes.
+    """
+    import zipfile
+
+    p = regular_file(path, "dataset file", _NPZ_FIX, error=DatasetError, missing=DatasetError,
+                     directory=DatasetError)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            _npz_headers(p, zf)
+            with np.load(p, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in NPZ_KEYS}
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as exc:
+        raise DatasetError(f"{p}: not a readable .npz archive ({type(exc).__name__}: {exc}). "
+                           f"{_NPZ_FIX}") from exc
+    x_train = _npz_images(p, "x_train", arrays["x_train"])
+    x_test = _npz_images(p, "x_test", arrays["x_test"])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(f"{p}: train and test images differ: {x_train.shape[1:]} and "
+                           f"{x_test.shape[1:]} (C, H, W). {_NPZ_FIX}")
+    return Dataset(x_train=x_train,
+                   y_train=_npz_labels(p, "y_train", arrays["y_train"], len(x_train)),
+                   x_test=x_test,
+                   y_test=_npz_labels(p, "y_test", arrays["y_test"], len(x_test)))
+
+
+def load_dataset(path: PathLike | None = None) -> Dataset:
+    """The dataset at ``path``: an ``.npz`` file (:func:`load_npz`) or a folder in MNIST's IDX
+    layout (:func:`load_mnist`; the default, None, is the shipped MNIST)."""
+    if path is not None and not Path(path).is_dir() and Path(path).suffix.lower() == ".npz":
+        return load_npz(path)
+    return load_mnist(path)
 
 
 def train_val_split(
