@@ -159,10 +159,15 @@ class _KernelCache(caching.FunctionCache):
 
 
 _noted = set()
+UNSAVED: set = set()
+"""Names of the kernels compiled in this process whose code could not be saved (a read-only
+folder, or a write that failed: full, or made unwritable after the probe)."""
 
 
 def _note_unsaved(kernel: str, sig, why: str) -> None:
-    """Log once per process that a kernel was compiled but could not be cached."""
+    """Remember that a kernel was compiled but could not be cached, and log it once per
+    process."""
+    UNSAVED.add(kernel)
     if "unsaved" in _noted:
         return
     _noted.add("unsaved")

@@ -301,3 +301,21 @@ def test_read_only_locators_serve_only_dc_engine_kernels():
     assert any(issubclass(c, _config._ReadOnly) for c in ours)
     kinds = [getattr(c, "read_only", False) for c in ours[:6]]
     assert kinds == [False, True] * 3  # each writable folder before its read-only twin
+
+
+def test_a_failed_save_into_a_writable_folder_is_remembered(tmp_path, monkeypatch):
+    # a full disk, or a folder made unwritable after the probe: warmup must not report success
+    from dc_engine.kernels import _config
+
+    def full(self, sig, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_config.caching.FunctionCache, "save_overload", full)
+
+    @_config.jit()
+    def _probe_kernel(x):
+        return x + 1
+
+    assert _probe_kernel(1) == 2  # compiled, then the save fails: logged, not raised
+    assert "_probe_kernel" in {name.rsplit(".", 1)[-1] for name in _config.UNSAVED}
+    _config.JITTED.remove(_probe_kernel)

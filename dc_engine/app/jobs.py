@@ -634,8 +634,8 @@ def warmup(model_paths=(), batch: int = 8) -> dict:
         folder, writable = _config.cache_location(k)
         if folder is not None:
             dirs.add(str(folder))
-        if misses and not writable:
-            unsaved.append(k.__name__)
+        if misses and (not writable or k.py_func.__qualname__ in _config.UNSAVED):
+            unsaved.append(k.__name__)  # (a save into a writable folder can fail too)
     return {"models": models, "batch": batch, "seconds": seconds, "compiled": compiled,
             "loaded": loaded, "kernels": used, "cache_dirs": sorted(dirs),
             "unsaved": sorted(set(unsaved)), "numba_cache_dir": _config.numba_cache_dir()}
