@@ -82,16 +82,21 @@ def kept_mask(w: np.ndarray, kept: float, mask: np.ndarray | None = None) -> np.
     first), so the count is exact and the result deterministic.
     """
     check_kept(kept, "kept")
-    a = np.abs(w).ravel().astype(np.float64)
+    a = np.abs(np.asarray(w)).ravel()  # (w's own float type: |w| is exact in it)
     if mask is not None:
-        a = np.where(mask.ravel(), a, -1.0)  # never re-grow a pruned connection
+        a = np.where(mask.ravel(), a, a.dtype.type(-1))  # never re-grow a pruned connection
     n_keep = int(round(kept * a.size))
     if mask is not None:
         n_keep = min(n_keep, int(np.count_nonzero(mask)))
-    out = np.zeros(a.size, dtype=bool)
-    if n_keep > 0:
-        order = np.argsort(-a, kind="stable")
-        out[order[:n_keep]] = True
+    if n_keep <= 0:
+        return np.zeros(w.shape, dtype=bool)
+    # The n_keep-th largest magnitude by selection, not a full sort (linear time: VGG-16's fc6
+    # took 54 s and 3.3 GB with a stable argsort of float64 copies): every larger weight is
+    # kept, and of those equal to it the ones of lowest flat index, as a stable sort would.
+    t = np.partition(a, a.size - n_keep)[a.size - n_keep]
+    out = a > t
+    need = n_keep - int(np.count_nonzero(out))
+    out[np.flatnonzero(a == t)[:need]] = True
     return out.reshape(w.shape)
 
 
