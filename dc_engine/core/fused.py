@@ -132,7 +132,9 @@ class FusedChain:
         b = _Builder()
         shape = tuple(int(s) for s in input_shape)
         size = int(np.prod(shape))
-        in_off = cur = b.region(size)
+        # Activations alternate between two slots as long as the largest one (the input in
+        # slot 0): an operation reads one slot and writes the other (ReLU in place).
+        cur, act_len = 0, size
         shares = []
         i = 0
         layers = tuple(layers)
@@ -149,7 +151,7 @@ class FusedChain:
                 n_out, n_in = m.shape
                 if len(shape) != 1 or shape[0] != n_in:
                     raise NotFusable(f"{layer.name}: input of shape {shape}")
-                dst = b.region(n_out)
+                dst, act_len = 1 - cur, max(act_len, n_out)
                 wo, wl = b.add_words(m.words)
                 rp = b.add_ints(m.rowptr)
                 cb = b.add_floats(m.codebook)
@@ -172,7 +174,7 @@ class FusedChain:
                 split_k = np.empty((oc, nt), np.int64)
                 split_col = np.empty((oc, nt), np.int64)
                 kernels.sq_col_split(m.words, m.rowptr, m.index_bits, tile, split_k, split_col)
-                dst = b.region(oc * n)
+                dst, act_len = 1 - cur, max(act_len, oc * n)
                 wo, wl = b.add_words(m.words)
                 sk, sc = b.add_ints(split_k), b.add_ints(split_col)
                 rp = b.add_ints(m.rowptr)
@@ -200,7 +202,7 @@ class FusedChain:
                 k, s = layer.size, layer.stride
                 padded = layer.pads != (0, 0, 0, 0) or (oh, ow) != ((h - k) // s + 1,
                                                                     (w - k) // s + 1)
-                dst = b.region(c * oh * ow)
+                dst, act_len = 1 - cur, max(act_len, c * oh * ow)
                 b.ibuf_len = max(b.ibuf_len, c * oh * ow)
                 b.op(ops_.OP_MAXPOOL, cur, dst, c, h, w, k, s, layer.pads[0], layer.pads[1],
                      oh, ow, padded)
@@ -209,11 +211,13 @@ class FusedChain:
                 raise NotFusable(f"{layer.name}: a {layer.type_name} layer")
             size = int(np.prod(shape))
             i += 1
+        slots = (b.region(act_len), b.region(act_len))
         padded, wide = b.region(b.cols_len), b.region(b.wide_len)
         for row in b.ops:
+            row[1], row[2] = slots[row[1]], slots[row[2]]
             if row[0] == ops_.OP_SQ_CONV:
                 row[26], row[29] = padded, wide
-        chain = cls(layers, b, in_off, int(np.prod(input_shape)), cur, shape)
+        chain = cls(layers, b, slots[0], int(np.prod(input_shape)), slots[cur], shape)
         chain._shares = shares
         return chain
 
