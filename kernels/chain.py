@@ -45,7 +45,7 @@ import numpy as np
 
 from ._config import FASTMATH, jit
 from .pool import maxpool2d_padded_forward
-from .sqmm import _matvec_rows
+from .sqmm import _matvec_rows, add_bias_relu
 
 _U = numba.uint64
 
@@ -58,17 +58,6 @@ N_FIELDS = 30
 
 
 @jit()
-def _bias_relu(y, fp, b_off, relu):
-    """``y += fp[b_off:b_off + y.size]`` (unless ``b_off < 0``), then ReLU when ``relu``: as
-    :func:`kernels.sqmm.add_bias_relu`."""
-    for i in range(y.size):
-        v = y[i] + fp[b_off + i] if b_off >= 0 else y[i]
-        if relu and v <= 0:
-            v = np.float32(0.0)
-        y[i] = v
-
-
-@jit()
 def _dense(words, op, ip, fp, buf):
     n_in, n_out = op[3], op[4]
     wo, wl, rp, ib = op[6], op[7], op[8], op[9]
@@ -76,7 +65,7 @@ def _dense(words, op, ip, fp, buf):
     y = buf[op[2]:op[2] + n_out]
     _matvec_rows(words[wo:wo + wl], ip[rp:rp + n_out + 1], 0, n_out, ib,
                  fp[op[10]:op[10] + op[11]], x, y)
-    _bias_relu(y, fp, op[12], op[13] != 0)
+    add_bias_relu(y, fp[op[12]:op[12] + n_out] if op[12] >= 0 else fp[:0], op[13] != 0)
 
 
 @jit(fastmath=FASTMATH)
@@ -287,9 +276,7 @@ def chain_forward(ops, words, ip, fp, buf, ibuf):
         elif kind == OP_MAXPOOL:
             _maxpool(op, buf, ibuf)
         elif kind == OP_RELU:
-            n = op[3]
-            src = buf[op[1]:op[1] + n]
-            dst = buf[op[2]:op[2] + n]
-            for j in range(n):
-                v = src[j]
-                dst[j] = np.float32(0.0) if v <= 0 else v
+            dst = buf[op[2]:op[2] + op[3]]
+            if op[1] != op[2]:
+                dst[:] = buf[op[1]:op[1] + op[3]]
+            add_bias_relu(dst, fp[:0], True)
