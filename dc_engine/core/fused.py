@@ -65,6 +65,7 @@ class _Builder:
         self.cols_len = 0
         self.wide_len = 0
         self.ibuf_len = 0
+        self.shares: list[tuple] = []  # (layer, matrix, columns, offsets...) per product
 
     def region(self, n: int) -> int:
         off = self.buf_len
@@ -93,6 +94,17 @@ class _Builder:
         row = [int(f) for f in fields]
         self.ops.append(row + [0] * (ops_.N_FIELDS - len(row)))
 
+    def add_matrix(self, layer, m, n_cols: int) -> tuple[int, int, int, int, int]:
+        """A compressed layer's entries, row pointers, codebook and bias, and its product
+        (``n_cols`` columns of input: 1 for Dense, the output pixels for Conv2D) in
+        ``shares``. Returns their offsets: words, words length, rowptr, codebook, bias."""
+        wo, wl = self.add_words(m.words)
+        rp = self.add_ints(m.rowptr)
+        cb = self.add_floats(m.codebook)
+        bias = self.add_floats(layer.params["b"])
+        self.shares.append((layer, m, n_cols, wo, wl, rp, cb, bias))
+        return wo, wl, rp, cb, bias
+
 
 class FusedChain:
     """A sequential model's batch-1 forward as one :func:`kernels.chain_forward` program.
@@ -105,9 +117,8 @@ class FusedChain:
     Thread-safe: every calling thread gets its own scratch buffers; the kernel releases the GIL.
     """
 
-    def __init__(self, layers: tuple, b: _Builder, in_off: int, in_size: int, out_off: int,
-                 out_shape: tuple):
-        self.layers = layers
+    def __init__(self, b: _Builder, in_off: int, in_size: int, out_off: int, out_shape: tuple):
+        self._shares = b.shares
         self.ops = np.array(b.ops, dtype=np.int64).reshape(-1, ops_.N_FIELDS)
         self.words = np.concatenate(b.words) if b.words else np.zeros(0, np.uint16)
         self.ip = np.concatenate(b.ip) if b.ip else np.zeros(0, np.int64)
@@ -135,7 +146,6 @@ class FusedChain:
         # Activations alternate between two slots as long as the largest one (the input in
         # slot 0): an operation reads one slot and writes the other (ReLU in place).
         cur, act_len = 0, size
-        shares = []
         i = 0
         layers = tuple(layers)
         while i < len(layers):
@@ -152,13 +162,9 @@ class FusedChain:
                 if len(shape) != 1 or shape[0] != n_in:
                     raise NotFusable(f"{layer.name}: input of shape {shape}")
                 dst, act_len = 1 - cur, max(act_len, n_out)
-                wo, wl = b.add_words(m.words)
-                rp = b.add_ints(m.rowptr)
-                cb = b.add_floats(m.codebook)
-                bias = b.add_floats(layer.params["b"])
+                wo, wl, rp, cb, bias = b.add_matrix(layer, m, 1)
                 b.op(ops_.OP_SQ_DENSE, cur, dst, n_in, n_out, 0, wo, wl, rp, m.index_bits,
                      cb, m.codebook.size, bias, relu)
-                shares.append((layer, m, wo, wl, rp, cb, bias))
                 cur, shape = dst, (n_out,)
                 i += relu
             elif isinstance(layer, Conv2D):
@@ -175,11 +181,8 @@ class FusedChain:
                 split_col = np.empty((oc, nt), np.int64)
                 kernels.sq_col_split(m.words, m.rowptr, m.index_bits, tile, split_k, split_col)
                 dst, act_len = 1 - cur, max(act_len, oc * n)
-                wo, wl = b.add_words(m.words)
+                wo, wl, rp, cb, bias = b.add_matrix(layer, m, n)
                 sk, sc = b.add_ints(split_k), b.add_ints(split_col)
-                rp = b.add_ints(m.rowptr)
-                cb = b.add_floats(m.codebook)
-                bias = b.add_floats(layer.params["b"])
                 valid = layer.pads == (0, 0, 0, 0)
                 hp, wp = h, w
                 if not valid:  # a zero-padded copy of the input (the kernel's arithmetic)
@@ -193,7 +196,6 @@ class FusedChain:
                      layer.groups, 0, wo, wl, sk, sc, nt, block_n, m.index_bits, cb,
                      m.codebook.size, bias, relu, -1, valid, col_off, -1)
                 b.wide_len = max(b.wide_len, (oh - 1) * wp + ow)
-                shares.append((layer, m, wo, wl, rp, cb, bias))
                 cur, shape = dst, (oc, oh, ow)
                 i += relu
             elif isinstance(layer, MaxPool2D):
@@ -217,16 +219,20 @@ class FusedChain:
             row[1], row[2] = slots[row[1]], slots[row[2]]
             if row[0] == ops_.OP_SQ_CONV:
                 row[26], row[29] = padded, wide
-        chain = cls(layers, b, slots[0], int(np.prod(input_shape)), slots[cur], shape)
-        chain._shares = shares
-        return chain
+        return cls(b, slots[0], int(np.prod(input_shape)), slots[cur], shape)
+
+    @property
+    def products(self) -> list[tuple]:
+        """``(matrix, columns)`` of every compressed product, in order: what the per-layer
+        path would multiply (columns 1 for Dense, the output pixels for Conv2D)."""
+        return [(m, n) for _, m, n, *_ in self._shares]
 
     def adopt(self) -> None:
         """Make the layers hold views of the program's arrays instead of their own: packed
         entries (uint16 ones; widened one-byte words stay a second copy), row pointers,
         codebooks and biases. The weights are then held once, and a change made in place to a
         layer's bias or a matrix's codebook reaches the fused path too."""
-        for layer, m, wo, wl, rp, cb, bias in self._shares:
+        for layer, m, _, wo, wl, rp, cb, bias in self._shares:
             if m.words.dtype == np.uint16:
                 m.words = self.words[wo:wo + wl]
             m.rowptr = self.ip[rp:rp + m.rowptr.size]
@@ -248,12 +254,6 @@ class FusedChain:
         buf[self.in_off:self.in_off + self.in_size] = x.reshape(-1)
         kernels.chain_forward(self.ops, self.words, self.ip, self.fp, buf, ibuf)
         return buf[self.out_off:self.out_off + self.out_size].reshape(1, *self.out_shape).copy()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the program's arrays (weights, pointers, codebooks, biases), not scratch."""
-        return int(self.words.nbytes + self.ip.nbytes + self.fp.nbytes
-                   + self.ops.nbytes)
 
 
 # --------------------------------------------------------------------------- the choice
@@ -351,8 +351,8 @@ def choose(layers, input_shape: tuple, threads: int, needs_measuring: bool, run_
     input shape and the layers' shapes), so the next process on this machine skips the
     measurement.
     """
-    if forced():
-        return forced()
+    if way := forced():
+        return way
     if not needs_measuring:
         return "fused"
     key = _key(layers, input_shape, threads)

@@ -403,11 +403,9 @@ class Model:
             chain = FusedChain.build(layers, self.input_shape)
         except NotFusable:
             return None
-        mats = [layer.params["W"] for layer in layers if is_backend(layer.params.get("W"))]
-        n_cols = [1 if isinstance(layer, Dense) else math.prod(self._layer_out_hw(layer))
-                  for layer in layers if is_backend(layer.params.get("W"))]
-        parallel = threads > 1 and any(not m.serial(n) for m, n in zip(mats, n_cols))
-        simd = any(getattr(m, "simd", False) for m in mats)
+        products = chain.products
+        parallel = threads > 1 and any(not m.serial(n) for m, n in products)
+        simd = any(getattr(m, "simd", False) for m, _ in products)
         x = np.zeros((1, *self.input_shape), np.float32)
         path = choose(layers, self.input_shape, threads, parallel or simd,
                       lambda: chain.run(x), lambda: self._forward_one(x))
@@ -415,15 +413,6 @@ class Model:
             return None
         chain.adopt()  # the layers' weights and biases become views of the chain's arrays
         return chain
-
-    def _layer_out_hw(self, layer) -> tuple[int, int]:
-        """A layer's output height and width in this chain (conv layers: its im2col columns)."""
-        shape = self.input_shape
-        for other in self.layers:
-            shape = other.output_shape(shape)
-            if other is layer:
-                return shape[1], shape[2]
-        raise ValueError(f"{layer.name} is not a layer of {self.name}")
 
     def _one_sample_plan(self) -> list:
         """Steps of :meth:`_forward_one`: ``(layer, relu, weight, serial)``. A :class:`Dense`
