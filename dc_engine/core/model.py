@@ -368,16 +368,16 @@ class Model:
         bias object change. The chain holds the weights and biases themselves (the layers'
         arrays become views of its arrays), so changes made in place reach it too."""
         cache = self.__dict__.get("_b1_cache")
-        if cache is not None and cache[0] == Layer._wiring_version and cache[1] == (
-                tuple(self.layers), self.output, self.input_shape) and all(
+        if cache is not None and all(
                 map(operator.is_, cache[3], [lyr.params[k] for lyr, k in cache[2]])):
-            return cache[4]
+            if cache[0] == Layer._wiring_version and cache[1] == (
+                    tuple(self.layers), self.output, self.input_shape):
+                return cache[4]
+            if cache[5] == self._b1_key():
+                # another layer was made somewhere (the wiring version is global): same model
+                self._b1_cache = (Layer._wiring_version, *cache[1:])
+                return cache[4]
         key = self._b1_key()
-        if cache is not None and cache[5] == key and all(
-                map(operator.is_, cache[3], [lyr.params[k] for lyr, k in cache[2]])):
-            # another layer was made somewhere (the wiring version is global): same model
-            self._b1_cache = (Layer._wiring_version, *cache[1:])
-            return cache[4]
         with _BUILD_LOCK:
             version = Layer._wiring_version
             layers = tuple(self.layers)
