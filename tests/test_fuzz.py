@@ -30,7 +30,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import struct
 import sys
 import tempfile
@@ -48,6 +47,9 @@ from hypothesis import strategies as st
 from dc_engine.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from fuzz import make_special  # noqa: E402  (the harness's maker of special files)
+
 MODELS = ROOT / "data" / "models"
 MNIST = ROOT / "data" / "mnist"
 DC = MODELS / "lenet-300-100.dc.h5"
@@ -356,21 +358,6 @@ def _data_with(work: Path, name: str, stem: str) -> Path:
     return d
 
 
-def _special(kind: str, path: Path) -> str:
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "dir":
-        path.mkdir()
-    elif kind in ("dev-zero", "dev-null"):
-        os.symlink(f"/dev/{kind[4:]}", path)
-    elif kind == "socket":
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(str(path))
-    elif kind == "loop":
-        os.symlink(path.name, path)
-    return str(path)
-
-
 def isolated_cases(work: Path, tiny: Path) -> dict:
     """name -> (argv, timeout, expect, check); inputs are made here."""
     cases = {}
@@ -381,23 +368,24 @@ def isolated_cases(work: Path, tiny: Path) -> dict:
     for kind, slot in [("fifo", "eval"), ("fifo", "inspect"), ("fifo", "encode-config"),
                        ("fifo", "prune-config"), ("fifo", "data"),
                        ("dir", "eval"), ("dev-null", "inspect"), ("dev-zero", "eval"),
-                       ("dev-zero", "prune-config"), ("socket", "eval"), ("loop", "data-folder"),
-                       ("loop", "export")]:
+                       ("dev-zero", "prune-config"), ("socket", "eval"),
+                       ("symlink-loop", "data-folder"), ("symlink-loop", "export")]:
         d = sp / f"{kind}-{slot}"
         d.mkdir()
         if slot == "data":
             data = _data_with(d, "data", STEMS["train_images"])
-            _special(kind, data / f"{STEMS['train_images']}.gz")
+            make_special(kind, data / f"{STEMS['train_images']}.gz")
             argv = ["eval", str(DC), "--threads", "1", "--data", str(data)]
         elif slot == "data-folder":
-            argv = ["eval", str(DC), "--threads", "1", "--data", _special(kind, d / "data")]
+            folder = str(make_special(kind, d / "data"))
+            argv = ["eval", str(DC), "--threads", "1", "--data", folder]
         elif slot.endswith("-config"):
-            cfg = _special(kind, d / "config.toml")
+            cfg = str(make_special(kind, d / "config.toml"))
             argv = (["encode", str(QUANT), "--config", cfg, "--out", str(d / "o.dc.h5")]
                     if slot == "encode-config" else
                     ["prune", str(DENSE), "--config", cfg, "--out", str(d / "o.h5"), *train])
         else:
-            path = _special(kind, d / "model.dc.h5")
+            path = str(make_special(kind, d / "model.dc.h5"))
             argv = {"eval": ["eval", path, "--threads", "1"], "inspect": ["inspect", path],
                     "export": ["export", path, "--out", str(d / "o.onnx")]}[slot]
         cases[f"special: {kind} as {slot}"] = (argv, 8, "refuse", None)
@@ -538,7 +526,7 @@ ISOLATED = [
         ("fifo", "eval"), ("fifo", "inspect"), ("fifo", "encode-config"), ("fifo", "prune-config"),
         ("fifo", "data"), ("dir", "eval"), ("dev-null", "inspect"),
         ("dev-zero", "eval"), ("dev-zero", "prune-config"), ("socket", "eval"),
-        ("loop", "data-folder"), ("loop", "export")]),
+        ("symlink-loop", "data-folder"), ("symlink-loop", "export")]),
     "bomb: 4e9 images declared, 2 KB given", "bomb: 1e9 images declared, 3 GiB of zeros",
     "bomb: 1 GiB of zeros without a header", "bomb: 2**31 labels declared, 1 GiB of zeros",
     *(f"crafted {c}: {n}" for n in [
