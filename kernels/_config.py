@@ -85,9 +85,7 @@ def _holds_kernels(folder: str) -> bool:
         return False
 
 
-_STAMP: list = []
-
-
+@functools.cache
 def _package_stamp() -> tuple:
     """``(name, mtime, size)`` of every module of this package, computed once per process.
 
@@ -95,15 +93,9 @@ def _package_stamp() -> tuple:
     of other modules (``chain.chain_forward`` calls ``sqmm._matvec_rows``) would keep running
     their old code. So every kernel's cache entry is stamped with the whole package: changing
     any kernel module recompiles them all."""
-    if not _STAMP:
-        folder = os.path.dirname(os.path.abspath(__file__))
-        stamp = []
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(folder, name))
-                stamp.append((name, st.st_mtime, st.st_size))
-        _STAMP.append(tuple(stamp))
-    return _STAMP[0]
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return tuple((name, st.st_mtime, st.st_size) for name in sorted(os.listdir(folder))
+                 if name.endswith(".py") and (st := os.stat(os.path.join(folder, name))))
 
 
 class _PackageStamp:
@@ -116,15 +108,14 @@ class _PackageStamp:
 def _locator_classes() -> list:
     """Numba's locators in Numba's order, each writable one followed by its read-only twin,
     all stamping the whole package (:func:`_package_stamp`)."""
+    bases = {name: _numba_locator(name) for name in (
+        "UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")}
     out = []
-    for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator"):
-        base = _numba_locator(name)
+    for name, base in bases.items():
         if base is not None:
             out += [type(f"Kernel{name}", (_PackageStamp, base), {}),
                     type(f"ReadOnly{name}", (_PackageStamp, _ReadOnly, base), {})]
-    bases = {_numba_locator(n) for n in ("UserProvidedCacheLocator", "InTreeCacheLocator",
-                                         "UserWideCacheLocator")}
-    return out + [c for c in caching.CacheImpl._locator_classes if c not in bases]
+    return out + [c for c in caching.CacheImpl._locator_classes if c not in bases.values()]
 
 
 class _KernelCacheImpl(caching.CompileResultCacheImpl):
