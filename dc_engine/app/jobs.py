@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -552,23 +553,6 @@ def _builtin_model():
         return model
 
 
-class _Env:
-    """``os.environ[name] = value`` inside a ``with`` block, the old value back afterwards."""
-
-    def __init__(self, name: str, value: str):
-        self.name, self.value = name, value
-
-    def __enter__(self):
-        self.old = os.environ.get(self.name)
-        os.environ[self.name] = self.value
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop(self.name, None)
-        else:
-            os.environ[self.name] = self.old
-
-
 def _run_model(model, x1: np.ndarray, xn: np.ndarray) -> None:
     model.forward(x1)
     model.forward(xn)
@@ -614,7 +598,7 @@ def warmup(model_paths=(), batch: int = 8) -> dict:
         _run_model(model, x1, xn)
         if model.compressed:
             for way in ("fused", "layered"):  # dc_engine.core.fused.choose reads it
-                with _Env("DC_ENGINE_BATCH1", way):
+                with mock.patch.dict(os.environ, {"DC_ENGINE_BATCH1": way}):
                     (load(path) if path is not None else _builtin_model()).forward(x1)
             _run_model(model.to_dense(), x1, xn)
         models.append({"name": model.name, "path": None if path is None else str(path),
