@@ -43,7 +43,10 @@ def _channels(c: int, width: float, groups: int = 1) -> int:
 def _classifier(layers: list, input_shape: tuple, rng, dtype, hidden: int,
                 num_classes: int) -> list:
     """fc6, fc7 (ReLU, dropout 0.5 each) and fc8 on top of ``layers``' output."""
-    features = math.prod(Model(list(layers), input_shape).output_shape())
+    shape = input_shape
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    features = math.prod(shape)
     return layers + [
         Flatten(name="flatten"),
         Dense(features, hidden, rng=rng, dtype=dtype, name="fc6"), ReLU(name="relu6"),
