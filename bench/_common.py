@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +85,24 @@ def samples(fn, repeats: int, loops: int) -> list[float]:
     return out
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then
+    ``os.replace``): an interrupted run never leaves a truncated result file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json(path: str | None, payload: dict) -> None:
+    """``payload`` as indented JSON, written atomically (:func:`write_text`); nothing when
+    ``path`` is None or empty."""
     if path:
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+        write_text(path, json.dumps(payload, indent=2) + "\n")

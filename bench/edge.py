@@ -70,7 +70,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from _common import WARM_S, environment, median, samples, write_json
+from _common import WARM_S, environment, median, samples, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "data" / "models"
@@ -707,12 +707,6 @@ def header(env: dict, res: dict, plan: Plan, wall_s: float, command: str) -> lis
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -748,13 +742,11 @@ def main() -> int:
     print(text, end="")
     json_path = Path(args.json) if args.json else (None if args.quick else DEFAULT_JSON)
     if json_path:
-        tmp_json = json_path.with_name(json_path.name + ".tmp")
-        write_json(str(tmp_json), {
+        write_json(str(json_path), {
             "env": env, "command": command, "wall_s": wall, "plan": plan.__dict__,
             "targets": TARGETS, "lines": [{**l.__dict__, "result": l.verdict} for l in lines],
             "raw": res})
-        os.replace(tmp_json, json_path)
-        write_atomic(json_path.with_suffix(".md"), text)
+        write_text(json_path.with_suffix(".md"), text)
     return 0
 
 

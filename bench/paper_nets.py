@@ -102,7 +102,7 @@ import time
 import traceback
 from pathlib import Path
 
-from _common import environment, median
+from _common import environment, median, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "paper_nets.json"
@@ -574,14 +574,6 @@ def tables(results: list[dict]) -> list[str]:
     return lines
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nets", default="alexnet,vgg16")
@@ -627,7 +619,7 @@ def main(argv=None) -> int:
             payload["results"].append(run_net(net, args))
             payload["summary"] = [summarize(r) for r in payload["results"]]
             payload["total_s"] = time.perf_counter() - t0
-            atomic_write(Path(args.json), json.dumps(payload, indent=2) + "\n")
+            write_json(args.json, payload)
             for f in ("dense", "pruned", "quantized"):  # free disk early unless --keep
                 if not args.keep:
                     files(args.workdir, net)[f].unlink(missing_ok=True)
@@ -637,7 +629,7 @@ def main(argv=None) -> int:
     lines = tables(payload["results"])
     print("\n".join(lines))
     md = Path(args.json).with_suffix(".md")
-    atomic_write(md, "# Paper networks (bench/paper_nets.py)\n\n" + "\n".join(lines) + "\n")
+    write_text(md, "# Paper networks (bench/paper_nets.py)\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {args.json} and {md} ({payload['total_s']:.0f} s)")
     return 0
 
