@@ -307,6 +307,28 @@ def prune_step(model, config: PruneConfig, round_index: int) -> dict[str, np.nda
     return masks
 
 
+def prune_round(model, config: PruneConfig, round_index: int, train_cfg: TrainConfig,
+                split: tuple, *, progress: bool = True, threads: int | None = None) -> dict:
+    """One round of :func:`prune_model`, in place: prune every configured layer to round
+    ``round_index``'s target (0-based), scale the dropout rates (LWC Eq. 2), retrain with the
+    masks applied (seed ``train_cfg.seed + round_index``). ``split`` is ``(x_train, y_train,
+    x_val, y_val)``. Returns the round's report."""
+    x_train, y_train, x_val, y_val = split
+    t0 = time.perf_counter()
+    before = {n: _kept_fraction(model[n]) for n in config.layers}
+    prune_step(model, config, round_index)
+    after = {n: _kept_fraction(model[n]) for n in config.layers}
+    adjust_dropout(model, before, after)
+    err_pruned = evaluate(model, x_val, y_val)["error"] if len(x_val) else None
+    log.info("round %d/%d: kept %s, val error after pruning %s", round_index + 1,
+             config.rounds, {n: round(v, 4) for n, v in after.items()}, err_pruned)
+    cfg = replace(train_cfg, seed=train_cfg.seed + round_index)
+    hist = fit(model, x_train, y_train, cfg, x_val, y_val, progress=progress, threads=threads)
+    return {"round": round_index + 1, "kept": after, "val_error_pruned": err_pruned,
+            "val_error_retrained": hist.last.get("val_error"), "history": hist.epochs,
+            "seconds": time.perf_counter() - t0}
+
+
 def prune_model(model, data, config: PruneConfig, *, recipe: dict | None = None,
                 progress: bool = True, threads: int | None = None) -> dict:
     """Iterative pruning with masked retraining, in place (LWC Sec. 3; DC Sec. 2).
@@ -342,30 +364,17 @@ def prune_model(model, data, config: PruneConfig, *, recipe: dict | None = None,
     """
     config.check_model(model)
     train_cfg = config.train_config(training_recipe(model, recipe))
-    x_train, y_train, x_val, y_val = split_data(data, config.val_size, config.seed)
+    split = split_data(data, config.val_size, config.seed)
+    x_val, y_val = split[2], split[3]
     report = {"val_error_dense": evaluate(model, x_val, y_val)["error"] if len(x_val) else None,
               "train_config": train_cfg.to_dict(), "rounds": []}
     for r in range(config.rounds):
-        t0 = time.perf_counter()
-        before = {n: _kept_fraction(model[n]) for n in config.layers}
-        prune_step(model, config, r)
-        after = {n: _kept_fraction(model[n]) for n in config.layers}
-        adjust_dropout(model, before, after)
-        err_pruned = evaluate(model, x_val, y_val)["error"] if len(x_val) else None
-        log.info("round %d/%d: kept %s, val error after pruning %s", r + 1, config.rounds,
-                 {n: round(v, 4) for n, v in after.items()}, err_pruned)
-        cfg = replace(train_cfg, seed=train_cfg.seed + r)
-        hist = fit(model, x_train, y_train, cfg, x_val, y_val, progress=progress,
-                   threads=threads)
-        err_retrained = hist.last.get("val_error")
-        report["rounds"].append({
-            "round": r + 1, "kept": after, "val_error_pruned": err_pruned,
-            "val_error_retrained": err_retrained, "history": hist.epochs,
-            "seconds": time.perf_counter() - t0})
+        report["rounds"].append(prune_round(model, config, r, train_cfg, split,
+                                            progress=progress, threads=threads))
     report["layers"] = layer_stats(model)
     return report
 
 
 __all__ = ["quality_threshold", "prune_mask", "kept_mask", "check_kept", "LayerPrune",
            "PruneConfig", "apply_masks", "adjust_dropout", "layer_stats", "prune_step",
-           "prune_model"]
+           "prune_round", "prune_model"]
