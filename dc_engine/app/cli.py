@@ -248,6 +248,13 @@ def _parser() -> argparse.ArgumentParser:
                           "dimensions are symbolic (the batch dimension always is)")
     imp.add_argument("--name", default=None,
                      help="the model's name (default: the ONNX graph's name or the file stem)")
+    imp.add_argument("--mean", metavar="M[,M...]", default=None,
+                     help="with --std: the per-channel normalisation the network was trained "
+                          "with, (x - mean) / std, on inputs scaled to [0, 1] from uint8 "
+                          "(e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225); stored in "
+                          "the model as a Normalize layer that every command applies")
+    imp.add_argument("--std", metavar="S[,S...]", default=None,
+                     help="with --mean: the per-channel standard deviations")
     imp.add_argument("--no-config", action="store_true",
                      help="do not write the starter config STEM.toml")
     imp.add_argument("--json", action="store_true", help="print the layer table as JSON")
@@ -542,14 +549,28 @@ def _input_shape(text: str | None) -> tuple | None:
     return shape
 
 
+def _floats(text: str, option: str) -> list[float]:
+    """``"0.5,0.25"`` as ``[0.5, 0.25]``; CLIError naming ``option`` otherwise."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CLIError(f"{option} takes comma-separated numbers, one per channel, got "
+                       f"{text!r}") from None
+
+
 def _cmd_import(args) -> int:
     from . import jobs
 
     shape = _input_shape(args.input_shape)
+    normalize = None
+    if (args.mean is None) != (args.std is None):
+        raise CLIError("give --mean and --std together (the normalisation (x - mean) / std)")
+    if args.mean is not None:
+        normalize = (_floats(args.mean, "--mean"), _floats(args.std, "--std"))
     out = _output_path(args.out or f"{Path(args.model).stem}.h5", args.force)
     config = None if args.no_config else out.parent / f"{jobs.stem(out)}.toml"
     res = jobs.import_onnx(args.model, out, input_shape=shape, name=args.name,
-                           config_path=config)
+                           config_path=config, normalize=normalize)
     if args.json:
         print(json.dumps(res))
         return 0

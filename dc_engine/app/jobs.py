@@ -492,14 +492,20 @@ def _layer_rows(model) -> list[dict]:
     return rows
 
 
-def import_onnx(onnx_path, out_path, input_shape=None, name=None, config_path=None) -> dict:
+def import_onnx(onnx_path, out_path, input_shape=None, name=None, config_path=None,
+                normalize=None) -> dict:
     """``dc-engine import``: an ONNX model (:func:`dc_engine.io.onnx.load_onnx`) saved as a
     dense model file, and, when ``config_path`` is given and no file is there yet, a starter
     config for its layers (:func:`starter_config`; an existing file is never overwritten).
+    ``normalize``: ``(mean, std)`` per channel, put in front of the model as a Normalize layer
+    (:func:`dc_engine.core.model.with_normalization`).
     Returns ``{"name", "layers", "params", "input_shape", "output_shape", "out", "config"}``."""
+    from ..core.model import with_normalization
     from ..io.onnx import load_onnx
 
     model = load_onnx(onnx_path, input_shape=input_shape, name=name)
+    if normalize is not None:
+        model = with_normalization(model, *normalize)
     written = save(model, out_path, metadata=model.metadata)
     config = None
     if config_path is not None and not Path(config_path).exists():

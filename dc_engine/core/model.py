@@ -534,4 +534,38 @@ class Model:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-__all__ = ["Model", "Wiring", "INPUT"]
+def with_normalization(model: Model, mean, std, name: str = "normalize") -> Model:
+    """``model`` with a :class:`~dc_engine.core.layers.Normalize` layer in front: every
+    command, the runtime and the files then apply ``(x - mean[c]) / std[c]`` to the model's
+    input (the preprocessing it was trained with). The layers are reused, and those that read
+    the input are rewired to the new layer (so ``model`` itself should not be used after).
+
+    Raises
+    ------
+    ValueError
+        Bad ``mean`` / ``std`` (not finite, a std <= 0, lengths that differ or do not match
+        the input's channels), a model that already starts with a Normalize layer, or
+        ``name`` taken.
+    """
+    from .layers import Normalize
+
+    w = model.wiring()
+    readers = [layer for layer, ins in w.steps if INPUT in ins]
+    if any(isinstance(layer, Normalize) for layer in readers):
+        raise ValueError(f"{model.name} already normalises its input (a Normalize layer "
+                         f"reads it); edit that layer's mean and std instead")
+    if any(layer.name == name for layer in model.layers):
+        raise ValueError(f"{model.name} has a layer named {name!r} already; pass another "
+                         f"name")
+    norm = Normalize(mean, std, name=name)
+    norm.output_shape(model.input_shape)  # channels checked before anything is rewired
+    for layer in model.layers:  # the first layer, when it takes None, reads the new one
+        if layer.inputs is not None and INPUT in layer.inputs:
+            layer.inputs = [name if n == INPUT else n for n in layer.inputs]
+    out = Model([norm, *model.layers], model.input_shape, model.name,
+                output=model.output)
+    out.metadata = dict(model.metadata)
+    return out
+
+
+__all__ = ["Model", "Wiring", "INPUT", "with_normalization"]

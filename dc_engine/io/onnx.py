@@ -1001,6 +1001,10 @@ def to_onnx(model: Model, opset: int = EXPORT_OPSET):
         return name
 
     alias: dict[str, str] = {INPUT: INPUT}
+    shapes = {INPUT: dense.input_shape}  # every tensor's per-sample shape
+    for layer, ins in wiring.steps:
+        arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
+        shapes[layer.name] = layer.output_shape(arg)
     for layer, ins in wiring.steps:
         xs = [alias[n] for n in ins]
         y, t = layer.name, layer.type_name
@@ -1036,6 +1040,12 @@ def to_onnx(model: Model, opset: int = EXPORT_OPSET):
         elif t == "LocalResponseNorm":
             nodes.append(helper.make_node("LRN", xs, [y], name=y, size=layer.size,
                                           alpha=layer.alpha, beta=layer.beta, bias=layer.k))
+        elif t == "Normalize":  # (x - mean) / std, the constants shaped to broadcast
+            shape = (len(layer.mean),) + (1,) * (len(shapes[ins[0]]) - 1)
+            m = init(f"{y}.mean", np.asarray(layer.mean, np.float32).reshape(shape))
+            sd = init(f"{y}.std", np.asarray(layer.std, np.float32).reshape(shape))
+            nodes.append(helper.make_node("Sub", [xs[0], m], [f"{y}.centred"], name=f"{y}.sub"))
+            nodes.append(helper.make_node("Div", [f"{y}.centred", sd], [y], name=y))
         elif t == "BatchNorm2D":
             c = layer.channels
             nodes.append(helper.make_node(

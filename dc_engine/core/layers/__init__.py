@@ -45,14 +45,14 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .merge import Add, Concat
-from .norm import BatchNorm2D, LocalResponseNorm, fold_batchnorm, fold_into_conv
+from .norm import BatchNorm2D, LocalResponseNorm, Normalize, fold_batchnorm, fold_into_conv
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.type_name: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, ReLU,
                                    Softmax, Flatten, Dropout, LocalResponseNorm, BatchNorm2D,
-                                   Add, Concat)
+                                   Normalize, Add, Concat)
 }
 """Every layer type by the name stored in files: ``LAYER_TYPES[type_name]``."""
 
@@ -114,6 +114,6 @@ def build_layer(type_name: str, hyperparameters: dict, name: str,
 
 __all__ = ["Layer", "WeightBackend", "is_backend", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D",
            "GlobalAvgPool2D", "ReLU", "Softmax", "Flatten", "Dropout", "LocalResponseNorm",
-           "BatchNorm2D", "Add", "Concat", "fold_batchnorm", "fold_into_conv", "LAYER_TYPES",
-           "RESERVED_HYPERPARAMETERS", "FLOAT_DTYPES", "hyperparameter_names",
+           "Normalize", "BatchNorm2D", "Add", "Concat", "fold_batchnorm", "fold_into_conv",
+           "LAYER_TYPES", "RESERVED_HYPERPARAMETERS", "FLOAT_DTYPES", "hyperparameter_names",
            "layer_param_shapes", "build_layer", "positive_int", "xavier_uniform"]

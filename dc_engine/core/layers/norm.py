@@ -185,6 +185,88 @@ class BatchNorm2D(Layer):
         return dy * self.params["scale"].reshape(1, self.channels, 1, 1)
 
 
+class Normalize(Layer):
+    """Fixed input normalisation per channel: ``y[:, c] = (x[:, c] - mean[c]) / std[c]``.
+
+    The preprocessing a network was trained with (torchvision's ``Normalize``, Keras's
+    ``Rescaling`` / ``Normalization``), carried inside the model so that every command, the
+    runtime and the files apply it: nothing is trained, pruned or stored but the two lists.
+    Channel ``c`` is axis 1 of the input ((N, C, H, W) images or (N, C) vectors); one value
+    each applies to every channel. Parameter-free: a float32 or float64 input keeps its dtype
+    (other dtypes become float32).
+
+    Parameters
+    ----------
+    mean, std : sequences of finite floats, the same length (1 or the channel count); every
+        ``std`` > 0. In the units of the model's input: [0, 1] for images loaded from uint8
+        (as torchvision's ``ToTensor``), the stored values for float images.
+    name : str, optional. inputs : list of str, optional (the model's wiring).
+    """
+
+    type_name = "Normalize"
+
+    def __init__(self, mean, std, name: str | None = None, inputs: list[str] | None = None):
+        super().__init__(name, inputs)
+        self.mean = _floats(mean, "mean")
+        self.std = _floats(std, "std")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"Normalize: mean has {len(self.mean)} values, std "
+                             f"{len(self.std)}; give one per channel (or one for all)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"Normalize: every std must be > 0, got {self.std}")
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        c = len(self.mean)
+        if len(input_shape) < 1 or (c > 1 and input_shape[0] != c):
+            raise ValueError(f"{self.name or self.type_name}: {c} channel values for inputs "
+                             f"of shape {tuple(input_shape)} per sample (channels first)")
+        return tuple(input_shape)
+
+    def _stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        shape = (1, len(self.mean)) + (1,) * (x.ndim - 2)
+        return (np.asarray(self.mean, dtype=x.dtype).reshape(shape),
+                np.asarray(self.std, dtype=x.dtype).reshape(shape))
+
+    def forward(self, x, train=False):
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"{self.name or self.type_name}: expected a batch (N, C, ...), "
+                             f"got shape {x.shape}")
+        x = _float_input(self, x, x.ndim, "(N, C, ...)")
+        if len(self.mean) > 1 and x.shape[1] != len(self.mean):
+            raise ValueError(f"{self.name or self.type_name}: expected {len(self.mean)} input "
+                             f"channels, got {x.shape[1]}")
+        mean, std = self._stats(x)
+        self._cache = (x.ndim, x.dtype) if train else None
+        return (x - mean) / std
+
+    def backward(self, dy, need_dx=True):
+        ndim, dtype = self._cached()
+        if not need_dx:
+            return None
+        dy = np.asarray(dy, dtype=dtype)
+        return dy / self._stats(dy)[1]
+
+
+def _floats(values, what: str) -> tuple[float, ...]:
+    """A non-empty sequence of finite numbers (or one number) as a tuple of floats;
+    ValueError naming ``what`` otherwise."""
+    if np.ndim(values) == 0 and not isinstance(values, (str, bytes)):
+        values = [values]
+    try:
+        out = tuple(check_number(v, what) for v in values)
+    except TypeError:
+        raise ValueError(f"Normalize: {what} must be a list of numbers, got {values!r}") \
+            from None
+    if not out:
+        raise ValueError(f"Normalize: {what} is empty; give one value per channel")
+    return out
+
+
 def _vector(a, what: str, n: int | None = None) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind not in "fiu":
