@@ -39,6 +39,11 @@ def load_toml(path) -> dict:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
 
 
+def has_shipped_config(architecture: str) -> bool:
+    """Whether a zoo architecture has a shipped config (``dc_engine/configs/ARCH.toml``)."""
+    return (CONFIG_DIR / f"{architecture}.toml").is_file()
+
+
 def default_config_path(architecture: str) -> Path:
     """The shipped config of a zoo architecture; ConfigError if there is none."""
     p = CONFIG_DIR / f"{architecture}.toml"

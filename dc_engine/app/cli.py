@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -185,6 +186,15 @@ def _parser() -> argparse.ArgumentParser:
                          "STEM.quantized.h5); with --force they may be overwritten")
     cp.add_argument("--json", action="store_true",
                     help="print the whole report as JSON instead of the tables")
+    cp.add_argument("--auto", action="store_true",
+                    help="choose every layer's kept fraction and bits on the validation split "
+                         "(sensitivity scans, pruning rounds checked against --budget), even "
+                         "for an architecture with a shipped config; the default for a model "
+                         "without one. The choice is printed and written as STEM.auto.toml "
+                         "(edit it, pass it back with --config)")
+    cp.add_argument("--budget", type=float, metavar="POINTS",
+                    help="automatic settings: the validation error the compressed model may "
+                         "add to the dense model's, in percentage points (default 0.1)")
 
     encp = _add_stage_parser(
         sub, "encode", "stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
@@ -438,6 +448,16 @@ def _cmd_bits_sweep(args) -> int:
 def _cmd_compress(args) -> int:
     from . import jobs, report
 
+    auto = None
+    if args.auto or args.budget is not None:
+        if args.config:
+            raise CLIError("give --config or --auto/--budget, not both: --auto chooses the "
+                           "settings that a config file would give")
+        if args.budget is not None and (not math.isfinite(args.budget)
+                                        or not 0 <= args.budget < 100):
+            raise CLIError(f"--budget is in percentage points, in [0, 100): got "
+                           f"{args.budget}")
+        auto = {} if args.budget is None else {"budget": args.budget / 100}
     out = _out(args)
     if Path(args.model).is_file():  # the long job's output folder is made for it (mkdir -p)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -454,10 +474,17 @@ def _cmd_compress(args) -> int:
 
     res = jobs.compress(args.model, out, config_path=args.config, data=args.data,
                         report_dir=args.report_dir, threads=args.threads,
-                        progress=not args.no_progress, keep=args.keep, on_stage=on_stage)
+                        progress=not args.no_progress, keep=args.keep, on_stage=on_stage,
+                        auto=auto)
     if args.json:
         print(json.dumps(res))
         return 0
+    if res.get("auto"):
+        from ..stages.auto import settings_table
+
+        print("automatic settings (chosen on the validation split):")
+        print(settings_table(res["auto"]), end="")
+        print(f"wrote them to {_line(res['config_file'])} (pass it back with --config)")
     print(report.compress_table(res), end="")
     print(f"saved {_line(out)} ({out.stat().st_size:,} bytes on disk)")
     return 0
@@ -583,8 +610,9 @@ def _cmd_import(args) -> int:
               f"{r['params']:>10,}  <- {', '.join(r['inputs'])}")
     print(f"saved {_line(out)} ({out.stat().st_size:,} bytes)")
     if res["config"]:
-        print(f"wrote the starter config {_line(res['config'])} (edit it, then: dc-engine "
-              f"compress {_line(out)} --config {_line(res['config'])})")
+        print(f"wrote the starter config {_line(res['config'])} (dc-engine compress "
+              f"{_line(out)} chooses every layer's settings itself on the validation split; "
+              f"or edit the file and pass --config {_line(res['config'])})")
     elif config is not None:
         print(f"kept the existing config {_line(config)}")
     return 0

@@ -17,7 +17,7 @@ from unittest import mock
 import numpy as np
 
 from .._files import show_path, write_json, write_text
-from ..config import default_config_path, load_toml
+from ..config import default_config_path, dump_toml, load_toml
 from ..core.model import Model
 from ..core.train import TrainConfig, evaluate, fit
 from ..core.zoo import ARCHITECTURES, RECIPES
@@ -27,7 +27,7 @@ from ..io.data import load_dataset, train_val_split
 from ..runtime.files import load, save
 from ..stages.encode import EncodeConfig, encode_model
 from ..stages.inputs import check_recipe, training_recipe
-from ..stages.pipeline import CompressConfig, prune_stage, quantize_stage
+from ..stages.pipeline import CompressConfig, auto_settings, prune_stage, quantize_stage
 from ..stages.pipeline import compress as compress_model
 from ..stages.prune import PruneConfig, layer_stats
 from ..stages.quantize import QuantizeConfig
@@ -362,12 +362,17 @@ def inspect(path, validate: bool = True) -> dict:
 
 def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
              threads: int | None = None, progress: bool = True, keep: bool = False,
-             on_stage: Callable[[str], None] | None = None) -> dict:
+             on_stage: Callable[[str], None] | None = None, auto=None) -> dict:
     """The whole job on a dense model file (:func:`dc_engine.compress` in between): writes
     ``out_path``, evaluates the written file, and writes every stage's report and figure into
     ``report_dir`` (default: the folder of ``out_path``): ``<stem>.pruned.report.json`` and
     ``.weights.png``, ``<stem>.quantized.report.json`` and ``.codebook.png``,
     ``<stem>.sizes.json`` and ``.png``, and ``<stem>.report.json`` with all of it.
+
+    Settings: ``config_path``, else the architecture's shipped config, else (or with
+    ``auto``: True, an AutoConfig or a dict of its fields) the automatic settings, which are
+    also written as ``<stem>.auto.toml`` (pass it back as ``config_path`` to run them again
+    without the search).
 
     With ``keep``, the intermediate models are saved beside ``out_path`` as
     ``<stem>.pruned.h5`` and ``<stem>.quantized.h5``.
@@ -376,10 +381,16 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     out_path = Path(out_path)
     name = stem(out_path)
     model = _stage_input(dense_path, "compress", takes="unshared")
-    config, cfg_path = read_compress_config(config_path, model.name)
+    search = auto_settings(config_path, auto, model.name)
+    config, cfg_path = (None, None) if search else read_compress_config(config_path,
+                                                                        model.name)
     ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
-    compressed, report = compress_model(model, ds, config, threads=threads, progress=progress,
-                                        on_stage=on_stage)
+    compressed, report = compress_model(model, ds, config, auto=search or False,
+                                        threads=threads, progress=progress, on_stage=on_stage)
+    if search:
+        config = CompressConfig.from_dict(report["config"])
+        cfg_path = Path(f"{_report_base(out_path, report_dir)}.auto.toml")
+        write_text(cfg_path, auto_toml(report, dense_path, data))
     models = report.pop("models")
     pruned, quantized = models["pruned"], models["quantized"]
     p_report, q_report = report["prune"], report["quantize"]
@@ -406,9 +417,28 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
                         f"{base}.quantized.codebook.png",
                         f"{model.name}: weights and shared centroids")
     report.update(source=str(dense_path), out=str(out_path), sizes=sizes,
-                  test_error_compressed=test_file, seconds=time.perf_counter() - t0)
+                  config_file=str(cfg_path), test_error_compressed=test_file,
+                  seconds=time.perf_counter() - t0)
     _write_json(f"{base}.report.json", report)
     return report
+
+
+def auto_toml(report: dict, source, data) -> str:
+    """The settings an automatic search chose, as a config file to edit and pass back with
+    ``--config`` (it reproduces the run without the search)."""
+    a = report["auto"]
+    head = [
+        f"# Settings chosen by dc-engine compress (automatic settings) for {source}",
+        f"# on {data or 'the shipped MNIST'}: validation error dense "
+        f"{100 * a['val_error_dense']:.2f}%, compressed "
+        f"{100 * a['quantize_attempts'][-1]['val_error_finetuned']:.2f}% (budget "
+        f"{100 * a['settings']['budget']:g} points, "
+        f"{'within' if a['within_budget'] else 'NOT within'} it).",
+        "# [prune.layers] lists the kept fraction of every round applied; pass this file back",
+        "# with --config to run these settings again without the search.",
+        "",
+    ]
+    return "\n".join(head) + dump_toml(report["config"])
 
 
 def sensitivity(dense_path, out_dir, data=None, fractions=None, val_size: int = 5000,

@@ -46,8 +46,11 @@ def prune_table(report: dict) -> str:
         return f"{'n/a':>{width + 1}}" if e is None else f"{100 * e:>{width}.2f}%"
 
     for r in rounds:
+        # an automatic search's rounds: tried halfway after one over the budget, or undone
+        note = ("  (halfway)" if r.get("attempt") == "halfway" else "") + \
+            ("  undone: over the budget" if r.get("accepted") is False else "")
         lines.append(f"{r['round']:<6} {pct(r['val_error_pruned'], 23)} "
-                     f"{pct(r['val_error_retrained'], 16)}")
+                     f"{pct(r['val_error_retrained'], 16)}{note}")
     lines.append("")
     lines.append(f"test error: dense {_pct(report['test_error_dense'])} -> pruned "
                  f"{_pct(report['test_error'])}   ({report['seconds']:.0f} s)")

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import default_config_path, dump_toml, load_toml
+from ..config import default_config_path, dump_toml, has_shipped_config, load_toml
 from ..core.train import evaluate
 from ..errors import ConfigError
 from ..io.data import Dataset
 from ..threads import limit_threads
+from .auto import AutoConfig, choose
 from .encode import EncodeConfig, encode_model
 from .inputs import check_recipe, split_data, training_recipe
-from .prune import PruneConfig, prune_model
+from .prune import PruneConfig, layer_stats, prune_model
 from .quantize import QuantizeConfig, quantize_model
 from .sizes import model_size_report
 
@@ -141,6 +142,10 @@ def _check_encodable(model, config: CompressConfig) -> None:
     if unknown:
         raise ConfigError(f"[encode.layers] names {unknown}, which {model.name} has not; its "
                           f"weighted layers are {weighted}")
+    _check_float32(model)
+
+
+def _check_float32(model) -> None:
     wide = [l.name for l in model.layers if l.params and l.dtype != np.float32]
     if wide:
         raise TypeError(f"layers {wide} are {model.dtype}; compressed files hold float32 "
@@ -159,8 +164,15 @@ def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int 
         report = prune_model(model, data, config, recipe=recipe, progress=progress,
                              threads=threads)
         test_pruned = _test_error(model, data)
+    return _prune_report(model, report, config, test_dense, test_pruned, t0)
+
+
+def _prune_report(model, report: dict, config: PruneConfig, test_dense, test_pruned,
+                  t0: float) -> dict:
+    """Finish a pruning report as :func:`prune_stage` returns it (masks dropped)."""
     for layer in model.layers:
         layer.masks.clear()
+    report.setdefault("layers", layer_stats(model))
     total_w = sum(s["weights"] for s in report["layers"])
     total_kept = sum(s["kept"] for s in report["layers"])
     report.update(weights=total_w, kept=total_kept,
@@ -181,13 +193,40 @@ def quantize_stage(model, data, config: QuantizeConfig, recipe: dict, *,
         report = quantize_model(model, data, config, recipe=recipe, progress=progress,
                                 threads=threads)
         test_after = _test_error(model, data)
+    return _quantize_report(report, config, test_before, test_after, t0)
+
+
+def _quantize_report(report: dict, config: QuantizeConfig, test_before, test_after,
+                     t0: float) -> dict:
+    """Finish a quantization report as :func:`quantize_stage` returns it."""
     report.update(test_error_before=test_before, test_error=test_after,
                   config=config.to_dict(), config_toml=dump_toml({"quantize": config.to_dict()}),
                   seconds=time.perf_counter() - t0)
     return report
 
 
-def compress(model, data, config=None, *, recipe: dict | None = None,
+def auto_settings(config, auto, architecture: str) -> AutoConfig | None:
+    """Whether :func:`compress` searches the settings itself: the AutoConfig to search with,
+    or None to use ``config``. ``auto`` True or an AutoConfig asks for the search; None
+    searches when there is no ``config`` and no shipped one for ``architecture``."""
+    if auto is None:
+        return AutoConfig() if config is None and not has_shipped_config(architecture) \
+            else None
+    if auto is False:
+        return None
+    if config is not None:
+        raise ValueError("give either a config or automatic settings (auto), not both")
+    if auto is True:
+        return AutoConfig()
+    if isinstance(auto, AutoConfig):
+        return auto
+    if isinstance(auto, dict):
+        return AutoConfig.from_dict(auto)
+    raise TypeError(f"auto must be None, a bool, an AutoConfig or a dict of its fields, got "
+                    f"{type(auto).__name__}")
+
+
+def compress(model, data, config=None, *, auto=None, recipe: dict | None = None,
              threads: int | None = None, progress: bool = True,
              on_stage: Callable[[str], None] | None = None) -> tuple:
     """Deep Compression's three stages on a dense model, in memory.
@@ -200,7 +239,12 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
         holds out its config's validation split of a Dataset, and a Dataset's test images give
         the test errors of the report.
     config : CompressConfig, dict of tables, path of a TOML file, or None for the shipped
-        config of ``model.name`` (``dc_engine/configs/ARCH.toml``).
+        config of ``model.name`` (``dc_engine/configs/ARCH.toml``), or the automatic settings
+        when there is none.
+    auto : None, bool, AutoConfig or dict of its fields. True (or settings) searches every
+        layer's kept fraction and bits on the validation split under an accuracy budget
+        (:mod:`dc_engine.stages.auto`) even where a shipped config exists; False never does.
+        The chosen settings are ``report["config"]`` and the search ``report["auto"]``.
     recipe : dict of TrainConfig fields, optional. What retraining starts from (default: the
         config's ``[train]`` table, else the model's own recipe from its metadata, else the
         zoo's).
@@ -236,28 +280,57 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
     if model.compressed:
         raise ValueError(f"{model.name} is already compressed; compress a model with float "
                          f"weights")
-    config = resolve_config(config, model.name)
-    # before any work: a config problem first
-    recipe = training_recipe(model, recipe if recipe is not None else config.train)
-    config.prune.check_model(model)
-    config.quantize.check_model(model)
-    _check_encodable(model, config)
-    split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail before work
-    work = copy.deepcopy(model)
-    with limit_threads(threads):
-        stage("stage 1/3: pruning and retraining")
-        p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
-                               progress=progress)
-        pruned = copy.deepcopy(work)
+    search = auto_settings(config, auto, model.name)
+    if search is not None:
+        _check_float32(model)
+        split_data(data, 0, 0)  # bad data: fail before work
+        with limit_threads(threads):
+            stage("stages 1-2/3: automatic settings, pruning and quantization")
+            test_dense = _test_error(model, data)
+            res = choose(model, data, search, recipe=recipe, progress=progress,
+                         threads=threads, on_step=stage)
+            config = res.config
+            recipe = training_recipe(model, config.train)
+            # the stages' times: the search up to the pruned model, the quantization attempts
+            t_stage = time.perf_counter() - sum(a["seconds"]
+                                                for a in res.report["quantize_attempts"])
+            pruned = res.pruned
+            p_report = _prune_report(pruned, {
+                "val_error_dense": res.report["val_error_dense"],
+                "train_config": res.retrain_config, "rounds": res.report["rounds"]},
+                config.prune, test_dense, _test_error(pruned, data),
+                t0 + time.perf_counter() - t_stage)
+            work = res.quantized
+            q_report = _quantize_report(res.quantize_report, config.quantize,
+                                        p_report["test_error"], _test_error(work, data),
+                                        t_stage)
         pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
-
-        stage("stage 2/3: weight sharing and centroid fine-tuning")
-        work.metadata = pruned.metadata
-        q_report = quantize_stage(work, data, config.quantize, recipe, threads=threads,
-                                  progress=progress)
         work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
                              train_config=recipe)
+    else:
+        config = resolve_config(config, model.name)
+        # before any work: a config problem first
+        recipe = training_recipe(model, recipe if recipe is not None else config.train)
+        config.prune.check_model(model)
+        config.quantize.check_model(model)
+        _check_encodable(model, config)
+        split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail first
+        work = copy.deepcopy(model)
+        with limit_threads(threads):
+            stage("stage 1/3: pruning and retraining")
+            p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
+                                   progress=progress)
+            pruned = copy.deepcopy(work)
+            pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
 
+            stage("stage 2/3: weight sharing and centroid fine-tuning")
+            work.metadata = pruned.metadata
+            q_report = quantize_stage(work, data, config.quantize, recipe, threads=threads,
+                                      progress=progress)
+            work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
+                                 train_config=recipe)
+
+    with limit_threads(threads):
         stage("stage 3/3: Huffman coding")
         compressed = encode_model(work, config.encode)
         test_compressed = _test_error(compressed, data)
@@ -270,10 +343,12 @@ def compress(model, data, config=None, *, recipe: dict | None = None,
         "sizes": model_size_report(compressed),
         "config": config.to_dict(),
         "prune": p_report, "quantize": q_report,
+        "auto": None if search is None else res.report,
         "seconds": time.perf_counter() - t0,
         "models": {"pruned": pruned, "quantized": work},
     }
     return compressed, report
 
 
-__all__ = ["CompressConfig", "resolve_config", "compress", "prune_stage", "quantize_stage"]
+__all__ = ["CompressConfig", "resolve_config", "auto_settings", "compress", "prune_stage",
+           "quantize_stage"]

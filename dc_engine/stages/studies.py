@@ -24,7 +24,7 @@ DEFAULT_FRACTIONS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
 
 
 def sensitivity_scan(model, x_val, y_val, fractions=DEFAULT_FRACTIONS,
-                     layers: list[str] | None = None) -> dict:
+                     layers: list[str] | None = None, stop_above: float | None = None) -> dict:
     """LWC Fig. 6: each layer alone pruned to each kept-fraction, without retraining; the
     validation error of each. The model is left unchanged.
 
@@ -34,6 +34,8 @@ def sensitivity_scan(model, x_val, y_val, fractions=DEFAULT_FRACTIONS,
     x_val, y_val : ndarray. The validation split.
     fractions : kept-fractions, each in (0, 1].
     layers : names of weighted layers to scan (default: all).
+    stop_above : float, optional. Stop a layer's scan (fractions in the given order) once
+        its error exceeds the baseline by more than this; the fractions left get None.
 
     Returns
     -------
@@ -58,9 +60,14 @@ def sensitivity_scan(model, x_val, y_val, fractions=DEFAULT_FRACTIONS,
         saved = w.copy()
         errs = []
         try:
+            stopped = False
             for f in fractions:
+                if stopped:
+                    errs.append(None)
+                    continue
                 w[...] = saved * kept_mask(saved, f, saved != 0)
                 errs.append(evaluate(model, x_val, y_val)["error"])
+                stopped = stop_above is not None and errs[-1] - out["baseline"] > stop_above
         finally:
             w[...] = saved
         out["errors"][name] = errs
