@@ -7,7 +7,10 @@ through ONNX, and run back in onnxruntime.
 2. ``dc-engine import`` it (BatchNorm folds into the convolutions) and ``dc-engine eval``: the
    test error must equal PyTorch's.
 3. ``dc-engine compress`` it with the starter config that ``import`` wrote, its ``[train]``
-   table set to the recipe of step 1.
+   table set to the recipe of step 1. With ``--auto``: with no config at all (the automatic
+   settings, searched on the validation split under the default budget, retraining from the
+   default recipe), on MNIST written as one ``.npz`` (uint8, channels last, as a Keras user
+   would have it) instead of the IDX folder.
 4. ``dc-engine export`` the compressed file to ONNX and run it in onnxruntime: the test error
    must equal dc-engine's on the compressed file.
 
@@ -17,8 +20,8 @@ measurement, not a test.
 
 Usage::
 
-    python bench/byo_onnx_mnist.py [--epochs 2] [--out out/byo] [--threads 2]
-        [--json bench/results/byo_onnx_mnist.json]
+    python bench/byo_onnx_mnist.py [--epochs 2] [--out out/byo] [--threads 2] [--auto]
+        [--json bench/results/byo_onnx_mnist.json (--auto: byo_onnx_mnist_auto.json)]
 """
 
 from __future__ import annotations
@@ -111,6 +114,17 @@ def ort_error(path: Path) -> float:
     return float((pred != ds.y_test).mean())
 
 
+def write_npz(path: Path) -> Path:
+    """MNIST as one .npz: uint8 images (N, 28, 28, 1), channels last, integer labels."""
+    import dc_engine
+
+    ds = dc_engine.load_mnist(ROOT / "data" / "mnist")
+    u8 = lambda x: np.rint(x[:, 0, :, :, None] * 255).astype(np.uint8)  # noqa: E731
+    np.savez(path, x_train=u8(ds.x_train), y_train=ds.y_train, x_test=u8(ds.x_test),
+             y_test=ds.y_test)
+    return path
+
+
 def cli(*args: str) -> str:
     """Run ``dc-engine ARGS`` and return its stdout (its progress goes to our stderr)."""
     res = subprocess.run([sys.executable, "-m", "dc_engine.app.cli", *args],
@@ -126,8 +140,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="PyTorch training epochs")
     ap.add_argument("--out", default="out/byo", help="folder for the files")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default="bench/results/byo_onnx_mnist.json")
+    ap.add_argument("--auto", action="store_true",
+                    help="compress with no config (automatic settings) from an .npz of MNIST")
+    ap.add_argument("--json", default=None, help="default: bench/results/byo_onnx_mnist"
+                                                 "[_auto].json")
     args = ap.parse_args()
+    args.json = args.json or f"bench/results/byo_onnx_mnist{'_auto' if args.auto else ''}.json"
     import torch
 
     torch.set_num_threads(args.threads)
@@ -147,19 +165,28 @@ def main() -> None:
     cli("import", str(onnx_path), "--out", str(out / "byo.h5"), "--force")
     dense = json.loads(cli("eval", str(out / "byo.h5"), "--json", *threads).splitlines()[-1])
     config = out / "byo.toml"
-    text = config.read_text()
-    for key, value in recipe.items():  # [train]: the recipe the network was trained with
-        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1)
-    config.write_text(text)
+    if args.auto:
+        npz = write_npz(out / "mnist.npz")
+        settings = ["--data", str(npz)]  # no --config: the automatic settings
+    else:
+        text = config.read_text()
+        for key, value in recipe.items():  # [train]: the recipe the network was trained with
+            text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1)
+        config.write_text(text)
+        settings = ["--config", str(config)]
     t0 = time.perf_counter()
-    cli("compress", str(out / "byo.h5"), "--out", str(out / "byo.dc.h5"), "--config",
-        str(config), "--force", "--no-progress", *threads)
+    cli("compress", str(out / "byo.h5"), "--out", str(out / "byo.dc.h5"), *settings,
+        "--force", *threads)
     compress_seconds = time.perf_counter() - t0
+    if args.auto:
+        text = (out / "byo.auto.toml").read_text()
     comp = json.loads(cli("eval", str(out / "byo.dc.h5"), "--json", *threads)
                       .splitlines()[-1])
     cli("export", str(out / "byo.dc.h5"), "--out", str(out / "byo.small.onnx"), "--force")
     summary = {
-        "epochs": args.epochs, "recipe": recipe, "torch_train_seconds": torch_seconds,
+        "epochs": args.epochs, "recipe": recipe,
+        "settings": "automatic (no config), data from .npz" if args.auto else "starter config",
+        "torch_train_seconds": torch_seconds,
         "torch_test_error": torch_error, "onnx_bytes": onnx_path.stat().st_size,
         "imported_test_error": dense["error"], "params": dense["params"],
         "compressed_test_error": comp["error"], "compressed_file_bytes": comp["bytes"],
