@@ -9,7 +9,7 @@ against.
 from . import sqmm_avx512
 from .augment import shift_images
 from .bitpack import pack_bits, unpack_bits
-from .chain import chain_forward
+from .chain import chain_forward, chain_forward_parallel
 from .conv import col2im, col2im_valid, conv_output_size, im2col, im2col_valid
 from .huffman import huffman_decode, huffman_encode
 from .kmeans import assign_sorted, segment_sum
@@ -44,5 +44,5 @@ __all__ = [
     "huffman_encode", "huffman_decode",
     "sq_count", "sq_encode", "sq_decode", "sq_row_blocks", "sq_col_split", "sq_matvec",
     "sq_matmul_t", "sq_matvec_avx512", "sq_matmul_t_avx512", "SQMM_AVX512", "sqmm_avx512",
-    "add_bias_relu", "chain_forward",
+    "add_bias_relu", "chain_forward", "chain_forward_parallel",
 ]

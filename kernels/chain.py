@@ -38,10 +38,21 @@ Operation rows (offsets index the arrays above; unused fields are 0):
 * :data:`OP_RELU`: ``src, dst, n``.
 
 The NumPy twin is :func:`kernels.reference.chain_forward`.
+
+:func:`chain_forward_parallel` runs the same program with each large operation split over
+Numba's threads (for a big network whose convolutions take milliseconds each, where one
+thread leaves the other cores idle): a convolution's output channels and a dense layer's rows
+in blocks of about equal entry counts, pooling, the zero-padded copy and ReLU by channels or
+ranges, each block writing only its own part of the output (a convolution block with its own
+``wide`` row). Every output value is the same sum in the same order as in
+:func:`chain_forward` (the same row kernels on the same rows), so the results are the serial
+ones bit for bit. An operation with less work than ``min_work`` (and every operation when
+``n_blocks`` is 1) runs exactly as :func:`chain_forward` runs it, on the calling thread.
 """
 
 import numba
 import numpy as np
+from numba import prange
 
 from ._config import FASTMATH, jit
 from .pool import maxpool2d_padded_forward
@@ -280,3 +291,214 @@ def chain_forward(ops, words, ip, fp, buf, ibuf):
             if op[1] != op[2]:
                 dst[:] = buf[op[1]:op[1] + op[3]]
             add_bias_relu(dst, fp[:0], True)
+
+
+# --------------------------------------------------------------------------- threads
+
+@jit()
+def _row_bounds(starts, end, n_blocks, bounds):
+    """``bounds[0..n_blocks]``: boundaries of ``n_blocks`` blocks of about equal entry counts
+    of the rows whose first entries are ``starts`` (the last row ends at ``end``): a boundary
+    goes to the first row at or past its share, as :func:`kernels.sqmm.sq_row_blocks` puts it
+    (empty blocks allowed)."""
+    n = starts.shape[0]
+    first = starts[0] if n > 0 else end
+    bounds[0] = 0
+    r = 0
+    for b in range(1, n_blocks):
+        target = first + ((end - first) * b) // n_blocks
+        while r < n and starts[r] < target:
+            r += 1
+        bounds[b] = r
+    bounds[n_blocks] = n
+
+
+@jit()
+def _conv_block(words, split_k, split_col, r0, r1, ocg, cin_plane, ib, codebook, xp, col_off,
+                wp, stride, oh, ow, wide, bias, relu, yt):
+    """Rows ``r0 <= r < r1`` of a convolution (any groups they span), as :func:`_conv` runs
+    each group's rows."""
+    r = r0
+    while r < r1:
+        g = r // ocg
+        e = min(r1, (g + 1) * ocg)
+        _conv_rows(words, split_k, split_col, r, e, ib, codebook, xp, col_off, g * cin_plane,
+                   wp, stride, oh, ow, wide, bias, relu, yt)
+        r = e
+
+
+@jit()
+def _pad_channels(x, xp, c0, c1, h, w, hp, wp, top, left):
+    """Channels ``c0 <= ch < c1`` of :func:`_conv`'s zero-padded copy: the same values."""
+    for ch in range(c0, c1):
+        xp[ch * hp * wp:(ch + 1) * hp * wp] = 0.0
+        for i in range(h):
+            dst = ((ch * hp) + top + i) * wp + left
+            src = (ch * h + i) * w
+            xp[dst:dst + w] = x[src:src + w]
+
+
+@jit(parallel=True)
+def _blocks_pad(x, xp, c, h, w, hp, wp, top, left, n_blocks):
+    for b in prange(n_blocks):
+        _pad_channels(x, xp, c * b // n_blocks, c * (b + 1) // n_blocks, h, w, hp, wp, top,
+                      left)
+
+
+@jit(parallel=True)
+def _blocks_conv(words, split_k, split_col, bounds, ocg, cin_plane, ib, codebook, xp, col_off,
+                 wp, stride, oh, ow, wides, bias, relu, yt):
+    for b in prange(bounds.shape[0] - 1):
+        _conv_block(words, split_k, split_col, bounds[b], bounds[b + 1], ocg, cin_plane, ib,
+                    codebook, xp, col_off, wp, stride, oh, ow, wides[b], bias, relu, yt)
+
+
+@jit()
+def _conv_parallel(words, op, ip, fp, buf, n_blocks, wides, min_work):
+    """:func:`_conv` with the padded copy split by channels and the output channels in blocks
+    of about equal entry counts (:func:`_row_bounds`), ``wides[b]`` the ``wide`` row of block
+    ``b``."""
+    c, h, w, oc, k, stride = op[3], op[4], op[5], op[6], op[7], op[8]
+    top, left, oh, ow, groups = op[9], op[10], op[11], op[12], op[13]
+    wo, wl, sk, sc, nt = op[15], op[16], op[17], op[18], op[19]
+    if wl * oh * ow < min_work:
+        _conv(words, op, ip, fp, buf)
+        return
+    ib = op[21]
+    codebook = fp[op[22]:op[22] + op[23]]
+    n = oh * ow
+    x = buf[op[1]:op[1] + c * h * w]
+    if op[27] != 0:
+        hp, wp = h, w
+        xp = x
+    else:
+        hp = max(h + top, (oh - 1) * stride + k)
+        wp = max(w + left, (ow - 1) * stride + k)
+        xp = buf[op[26]:op[26] + c * hp * wp]
+        if c * hp * wp < min_work:
+            _pad_channels(x, xp, 0, c, h, w, hp, wp, top, left)
+        else:
+            _blocks_pad(x, xp, c, h, w, hp, wp, top, left, min(n_blocks, c))
+    yt = buf[op[2]:op[2] + oc * n].reshape((oc, n))
+    split_k = ip[sk:sk + oc * nt].reshape((oc, nt))
+    split_col = ip[sc:sc + oc * nt].reshape((oc, nt))
+    cin = c // groups
+    bounds = np.empty(n_blocks + 1, np.int64)
+    _row_bounds(split_k[:, 0], split_k[oc - 1, nt - 1] if oc > 0 else 0, n_blocks, bounds)
+    _blocks_conv(words[wo:wo + wl], split_k, split_col, bounds, oc // groups, cin * hp * wp, ib,
+                 codebook, xp, ip[op[28]:op[28] + cin * k * k], wp, stride, oh, ow, wides,
+                 fp[op[24]:op[24] + oc] if op[24] >= 0 else fp[:0], op[25] != 0, yt)
+
+
+@jit()
+def _dense_block(words, rowptr, r0, r1, ib, codebook, x, y, bias, relu):
+    _matvec_rows(words, rowptr, r0, r1, ib, codebook, x, y)
+    add_bias_relu(y[r0:r1], bias[r0:r1] if bias.size > 0 else bias, relu)
+
+
+@jit(parallel=True)
+def _blocks_dense(words, rowptr, bounds, ib, codebook, x, y, bias, relu):
+    for b in prange(bounds.shape[0] - 1):
+        _dense_block(words, rowptr, bounds[b], bounds[b + 1], ib, codebook, x, y, bias, relu)
+
+
+@jit()
+def _dense_parallel(words, op, ip, fp, buf, n_blocks, min_work):
+    """:func:`_dense` with the rows in blocks of about equal entry counts."""
+    n_in, n_out = op[3], op[4]
+    wo, wl, rp, ib = op[6], op[7], op[8], op[9]
+    if wl < min_work:
+        _dense(words, op, ip, fp, buf)
+        return
+    rowptr = ip[rp:rp + n_out + 1]
+    bounds = np.empty(n_blocks + 1, np.int64)
+    _row_bounds(rowptr[:n_out], rowptr[n_out], n_blocks, bounds)
+    _blocks_dense(words[wo:wo + wl], rowptr, bounds, ib, fp[op[10]:op[10] + op[11]],
+                  buf[op[1]:op[1] + n_in], buf[op[2]:op[2] + n_out],
+                  fp[op[12]:op[12] + n_out] if op[12] >= 0 else fp[:0], op[13] != 0)
+
+
+@jit()
+def _pool_channels(op, buf, ibuf, c0, c1):
+    """Channels ``c0 <= ch < c1`` of :func:`_maxpool`."""
+    c, h, w, size, stride = op[3], op[4], op[5], op[6], op[7]
+    top, left, oh, ow = op[8], op[9], op[10], op[11]
+    x = buf[op[1]:op[1] + c * h * w].reshape((c, h, w))[c0:c1]
+    y = buf[op[2]:op[2] + c * oh * ow].reshape((c, oh, ow))[c0:c1]
+    if op[12] != 0:
+        arg = ibuf[:c * oh * ow].reshape((c, oh, ow))[c0:c1]
+        maxpool2d_padded_forward(x.reshape((1, c1 - c0, h, w)), size, size, stride, top, left,
+                                 oh, ow, y.reshape((1, c1 - c0, oh, ow)),
+                                 arg.reshape((1, c1 - c0, oh, ow)))
+    else:
+        _maxpool_values(x, size, stride, oh, ow, y)
+
+
+@jit(parallel=True)
+def _blocks_pool(op, buf, ibuf, n_blocks):
+    c = op[3]
+    for b in prange(n_blocks):
+        _pool_channels(op, buf, ibuf, c * b // n_blocks, c * (b + 1) // n_blocks)
+
+
+@jit()
+def _relu_range(buf, src, dst, a, b):
+    out = buf[dst + a:dst + b]
+    if src != dst:
+        out[:] = buf[src + a:src + b]
+    add_bias_relu(out, buf[:0], True)
+
+
+@jit(parallel=True)
+def _blocks_relu(buf, src, dst, n, n_blocks):
+    for b in prange(n_blocks):
+        _relu_range(buf, src, dst, n * b // n_blocks, n * (b + 1) // n_blocks)
+
+
+@jit()
+def chain_forward_parallel(ops, words, ip, fp, buf, ibuf, n_blocks, wides, min_work):
+    """:func:`chain_forward` with every operation of at least ``min_work`` work split into
+    ``n_blocks`` blocks over Numba's threads (module docstring): the same results bit for bit.
+
+    Parameters
+    ----------
+    ops, words, ip, fp, buf, ibuf : as :func:`chain_forward` (``buf`` IN/OUT, ``ibuf``
+        scratch).
+    n_blocks : int >= 1. IN: blocks per split operation (the Numba thread count: ``prange``
+        gives each thread an equal share of the blocks); 1 runs :func:`chain_forward`'s code.
+    wides : ndarray, shape (n_blocks, wide_len), float32. Scratch: one ``wide`` row per block,
+        ``wide_len`` at least the longest ``(oh - 1) * wp + ow`` of the program's
+        convolutions.
+    min_work : int. IN: operations with less work (entries x output pixels for a product,
+        elements for the rest) run on the calling thread.
+
+    Notes
+    -----
+    Nothing is checked, as in :func:`chain_forward`. A call that splits anything launches
+    parallel regions: under Numba's ``workqueue`` threading layer the caller must not let two
+    threads do that at once (:func:`dc_engine.core.fused.launch`).
+    """
+    if n_blocks <= 1:
+        chain_forward(ops, words, ip, fp, buf, ibuf)
+        return
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        kind = op[0]
+        if kind == OP_SQ_DENSE:
+            _dense_parallel(words, op, ip, fp, buf, n_blocks, min_work)
+        elif kind == OP_SQ_CONV:
+            _conv_parallel(words, op, ip, fp, buf, n_blocks, wides, min_work)
+        elif kind == OP_MAXPOOL:
+            c = op[3]
+            if c * op[10] * op[11] * op[6] * op[6] < min_work:
+                _maxpool(op, buf, ibuf)
+            else:
+                _blocks_pool(op, buf, ibuf, min(n_blocks, c))
+        elif kind == OP_RELU:
+            if op[3] < min_work:
+                dst = buf[op[2]:op[2] + op[3]]
+                if op[1] != op[2]:
+                    dst[:] = buf[op[1]:op[1] + op[3]]
+                add_bias_relu(dst, fp[:0], True)
+            else:
+                _blocks_relu(buf, op[1], op[2], op[3], n_blocks)

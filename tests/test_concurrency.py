@@ -1,6 +1,7 @@
 """Models called from several Python threads at once: the serial results bit for bit, under
 every threading layer Numba offers here (``workqueue`` aborts the process when two threads
-launch parallel regions at once, so the runtime serialises its launches there)."""
+launch parallel regions at once, so the runtime serialises its launches there: the products'
+and the parallel fused path's, which LeNet-5 takes here only because the test forces it)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ THREADS_SCRIPT = textwrap.dedent("""
     batch = rng.random((4, 16, *model.input_shape), dtype=np.float32)
     serial = np.stack([model.forward(x) for x in xs])
     serial_b = [model.forward(b) for b in batch]
+    chain = model._batch_one()
+    if chain is not None:  # the parallel fused path: the serial fused results bit for bit
+        ser = np.stack([chain.run(x, parallel=False) for x in xs[:50]])
+        assert np.array_equal(ser.view(np.uint32), serial[:50].view(np.uint32))
     out = [None] * 4
     def work(t):
         got = [model.forward(x) for x in xs]  # batch 1
@@ -41,7 +46,7 @@ THREADS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("layer", ["default", "workqueue"])
-@pytest.mark.parametrize("path", ["fused", "layered"])
+@pytest.mark.parametrize("path", ["fused", "layered", "fused-parallel"])
 def test_four_threads_give_the_serial_results_bit_for_bit(layer, path, tmp_path):
     env = dict(os.environ, DC_ENGINE_BATCH1=path, NUMBA_NUM_THREADS="2")
     if layer == "workqueue":

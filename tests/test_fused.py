@@ -267,8 +267,144 @@ def test_a_model_pickles_without_its_batch_one_cache(rng):
 
 
 def test_the_chain_splits_columns_as_the_per_layer_path_does():
-    # core may not import runtime, so fused repeats three constants of runtime.sqmatrix
+    # core may not import runtime, so fused repeats four constants of runtime.sqmatrix
     from dc_engine.runtime import sqmatrix
 
-    assert (fused._TILE_BYTES, fused._BLOCK_N, fused._WIDE_BLOCK_N) == (
-        sqmatrix.TILE_BYTES, sqmatrix.BLOCK_N, sqmatrix.WIDE_BLOCK_N)
+    assert (fused._TILE_BYTES, fused._BLOCK_N, fused._WIDE_BLOCK_N, fused._SERIAL_WORK) == (
+        sqmatrix.TILE_BYTES, sqmatrix.BLOCK_N, sqmatrix.WIDE_BLOCK_N, sqmatrix.SERIAL_ENTRIES)
+
+
+# --------------------------------------------------------------------------- the parallel path
+
+
+def _run_parallel(chain, x, n_blocks, min_work):
+    """The parallel kernel on ``x`` with ``n_blocks`` blocks and ``min_work``, straight."""
+    from dc_engine.kernels import chain as ops
+
+    buf, ibuf = chain._scratch()
+    buf = buf.copy()
+    buf[chain.in_off:chain.in_off + chain.in_size] = x.reshape(-1)
+    ops.chain_forward_parallel(chain.ops, chain.words, chain.ip, chain.fp, buf, ibuf.copy(),
+                                n_blocks, np.zeros((n_blocks, chain.wide_len), np.float32),
+                                min_work)
+    return buf[chain.out_off:chain.out_off + chain.out_size].reshape(1, *chain.out_shape)
+
+
+@settings(max_examples=60, deadline=None)
+@given(chains(), st.integers(1, 5), st.sampled_from([0, 0, 50, 16_384]))
+def test_the_parallel_kernel_gives_the_serial_results_bit_for_bit(case, n_blocks, min_work):
+    # every operation split (min_work 0) into up to 5 blocks (more blocks than threads, empty
+    # blocks, blocks across conv groups), or only the larger ones
+    model, x = case
+    chain = fused.FusedChain.build(model.layers, model.input_shape)
+    serial = chain.run(x, parallel=False)
+    got = _run_parallel(chain, x, n_blocks, min_work)
+    assert np.array_equal(got.view(np.uint32), serial.view(np.uint32))
+    buf, ibuf = chain._scratch()
+    want = buf.copy()
+    want[chain.in_off:chain.in_off + chain.in_size] = x.reshape(-1)
+    reference.chain_forward_parallel(chain.ops, chain.words, chain.ip, chain.fp, want,
+                                     np.zeros_like(ibuf), n_blocks, None, min_work)
+    out = want[chain.out_off:chain.out_off + chain.out_size]
+    scale = 1e-4 * (1 + np.abs(out).max())
+    np.testing.assert_allclose(got.reshape(-1), out, rtol=1e-4, atol=scale)
+
+
+def test_the_parallel_path_on_a_wide_conv_chain_equals_the_serial_one(rng):
+    # big enough for every operation to split at the run's own threshold: padded stride-1 and
+    # stride-2 convolutions, groups, a padded pooling, a dense layer over 4 blocks
+    layers = [Conv2D(8, 16, 3, padding=1, rng=rng), ReLU(), MaxPool2D(2),
+              Conv2D(16, 16, 3, stride=2, padding=1, groups=2, rng=rng), ReLU(),
+              MaxPool2D(2, padding=1), Flatten(), Dense(16 * 5 * 5, 300, rng=rng), ReLU(),
+              Dense(300, 10, rng=rng)]
+    model = Model(layers, (8, 32, 32))
+    for layer in model.weighted_layers():
+        _compress(layer, rng, 0.5, 5)
+    chain = fused.FusedChain.build(model.layers, model.input_shape)
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
+    serial = chain.run(x, parallel=False)
+    for n_blocks in (2, 4):
+        got = _run_parallel(chain, x, n_blocks, fused._SERIAL_WORK)
+        assert np.array_equal(got.view(np.uint32), serial.view(np.uint32))
+    assert np.array_equal(chain.run(x, parallel=True).view(np.uint32), serial.view(np.uint32))
+    from dc_engine.threads import limit_threads
+
+    with limit_threads(1):  # one thread: the serial kernel's code, no parallel launch
+        assert np.array_equal(chain.run(x, parallel=True), serial)
+
+
+def test_the_choice_offers_the_parallel_path_only_for_big_networks(rng, monkeypatch):
+    monkeypatch.delenv("DC_ENGINE_BATCH1", raising=False)
+    offered = []
+
+    def spy(layers, input_shape, threads, needs_measuring, run_fused, run_layered,
+            run_parallel=None):
+        offered.append(run_parallel is not None)
+        return "fused-parallel" if run_parallel is not None else "fused"
+
+    monkeypatch.setattr(fused, "choose", spy)
+    model = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    assert fused.FusedChain.build(model.layers, model.input_shape).work < fused.PARALLEL_WORK
+    for threads in (1, 2):
+        chain = model._choose_batch_one(tuple(model.layers), threads)
+        assert chain is not None and not chain.parallel
+    assert offered == [False, False]
+    monkeypatch.setattr(fused, "PARALLEL_WORK", 1)  # as if LeNet-5 were big
+    assert not model._choose_batch_one(tuple(model.layers), 1).parallel  # one thread: never
+    chain = model._choose_batch_one(tuple(model.layers), 2)
+    assert offered == [False, False, False, True] and chain.parallel
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    assert np.array_equal(chain.run(x), chain.run(x, parallel=False))
+
+
+def test_env_forces_the_parallel_path(rng, monkeypatch):
+    monkeypatch.setenv("DC_ENGINE_BATCH1", "fused-parallel")
+    assert fused.forced() == "fused-parallel"
+    assert fused.choose((), (4,), 2, True, None, None) == "fused-parallel"
+    model = dc_engine.load(MODELS / "lenet-5.dc.h5")
+    x = rng.random((1, *model.input_shape), dtype=np.float32)
+    got = model.forward(x)
+    chain = model._batch_one()
+    assert chain is not None and chain.parallel
+    assert np.array_equal(got.view(np.uint32), chain.run(x, parallel=False).view(np.uint32))
+
+
+def test_the_three_way_choice_is_measured_and_kept_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DC_ENGINE_BATCH1", raising=False)
+    monkeypatch.setattr(fused, "_memo", {})
+    layers = tuple(dc_engine.load(MODELS / "lenet-300-100.dc.h5").layers)
+    calls = {"fused": 0, "layered": 0, "fused-parallel": 0}
+
+    def timed(name, n):
+        def run():
+            calls[name] += 1
+            sum(range(n))
+        return run
+
+    runs = (timed("fused", 2000), timed("layered", 4000))
+    assert fused.choose(layers, (784,), 2, True, *runs, timed("fused-parallel", 10)) == (
+        "fused-parallel")
+    assert min(calls.values()) > 3
+    (entry,) = json.loads(fused.calibration_file().read_text()).values()
+    assert entry["path"] == "fused-parallel" and set(entry["seconds"]) == set(calls)
+    # the two-way choice for the same model and threads is another entry, measured apart
+    assert fused.choose(layers, (784,), 2, True, *runs) == "fused"
+    assert len(json.loads(fused.calibration_file().read_text())) == 2
+    monkeypatch.setattr(fused, "_memo", {})  # a new process: both read from the file
+    calls.update({k: 0 for k in calls})
+    assert fused.choose(layers, (784,), 2, True, *runs, timed("fused-parallel", 10)) == (
+        "fused-parallel")
+    assert fused.choose(layers, (784,), 2, True, *runs) == "fused"
+    assert calls == {"fused": 0, "layered": 0, "fused-parallel": 0}
+
+
+def test_parallel_launches_share_the_runtimes_lock():
+    # workqueue aborts when two threads launch parallel regions at once: the chain's and the
+    # products' launches must take one lock
+    import inspect
+
+    from dc_engine.runtime import sqmatrix
+
+    assert "launch(kernel" in inspect.getsource(sqmatrix._launch)
+    assert sqmatrix.launch is fused.launch

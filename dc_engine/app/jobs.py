@@ -599,9 +599,10 @@ def warmup(model_paths=(), batch: int = 8) -> dict:
     so that they land in Numba's on-disk cache (``NUMBA_CACHE_DIR`` when set).
 
     Each model is loaded and run at batch 1 and at ``batch``; a compressed one also at batch 1
-    through both batch-1 paths (``DC_ENGINE_BATCH1=fused`` and ``layered``: which one a process
-    takes depends on the machine), and decoded to its dense twin, which runs at both sizes too.
-    The input is zeros (the kernels' types, not the values, decide what is compiled).
+    through every batch-1 path (``DC_ENGINE_BATCH1=fused``, ``layered`` and ``fused-parallel``:
+    which one a process takes depends on the machine and the model), and decoded to its dense
+    twin, which runs at both sizes too. The input is zeros (the kernels' types, not the
+    values, decide what is compiled).
 
     Parameters
     ----------
@@ -633,7 +634,7 @@ def warmup(model_paths=(), batch: int = 8) -> dict:
         xn = np.zeros((batch, *model.input_shape), np.float32)
         _run_model(model, x1, xn)
         if model.compressed:
-            for way in ("fused", "layered"):  # dc_engine.core.fused.choose reads it
+            for way in ("fused", "layered", "fused-parallel"):  # core.fused.choose reads it
                 with mock.patch.dict(os.environ, {"DC_ENGINE_BATCH1": way}):
                     (load(path) if path is not None else _builtin_model()).forward(x1)
             _run_model(model.to_dense(), x1, xn)

@@ -3,10 +3,13 @@
 :class:`FusedChain` turns a sequential model whose weighted layers are all compressed
 (``Dense`` and ``Conv2D``, plus ``MaxPool2D``, ``ReLU``, ``Flatten``, ``Dropout``) into the
 operation table of :func:`kernels.chain_forward` and runs one sample through it: no Python
-between layers, no thread pool. :func:`choose` decides, per model and machine, whether a
-batch of one takes this path or the per-layer path (which may split a product over threads):
-by measuring both (:func:`calibrate`) wherever they differ in more than Python overhead, and
-remembering the answer per CPU in a small JSON file (:func:`calibration_file`).
+between layers, no thread pool. For a big network (:data:`PARALLEL_WORK`) the same program
+can also run with each large operation split over Numba's threads
+(``kernels.chain_forward_parallel``, the same results bit for bit). :func:`choose`
+decides, per model and machine, whether a batch of one takes the fused path, its parallel
+variant or the per-layer path (which may split a product over threads): by measuring them
+(:func:`calibrate`) wherever they differ in more than Python overhead, and remembering the
+answer per CPU in a small JSON file (:func:`calibration_file`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,36 @@ from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, is_backend
 _WORDS = (np.dtype(np.uint8), np.dtype(np.uint16))  # uint8 words are widened to uint16
 _TILE_BYTES = 1 << 20  # kept equal to runtime.sqmatrix.TILE_BYTES (same column split)
 _BLOCK_N, _WIDE_BLOCK_N = 64, 512  # and to its BLOCK_N, WIDE_BLOCK_N
+_SERIAL_WORK = 16_384  # and to its SERIAL_ENTRIES: smaller operations stay on the calling thread
+PARALLEL_WORK = 1 << 24
+"""The least work (entries x output pixels, summed over a chain's products) for which the
+parallel fused path is a candidate: ~8 ms of one thread's products (~0.5 ns an entry), where
+a parallel launch per operation (~2-10 us) is noise. LeNet-5 (0.4M) stays far below it: a
+small network's fused path stays on the calling thread, next to the app's own threads;
+VGG-16 (5G) is far above."""
+
+_LAUNCH_LOCK = threading.Lock()
+_serialize: bool | None = None  # None: no parallel region has run yet
+
+
+def launch(kernel, parallel: bool, *args) -> None:
+    """Run ``kernel(*args)``; a launch that may start parallel regions (``parallel``) holds a
+    process-wide lock under Numba's ``workqueue`` threading layer, which aborts the process
+    when two threads launch parallel regions at once (and before the first launch, while the
+    layer is not yet known). Under ``omp`` and ``tbb``, launches from several threads run
+    concurrently. Every parallel kernel launch of the package goes through here
+    (``runtime.sqmatrix`` too), so they all share the one lock."""
+    global _serialize
+    if not parallel or _serialize is False:
+        kernel(*args)
+        return
+    with _LAUNCH_LOCK:
+        kernel(*args)
+        if _serialize is None:
+            try:
+                _serialize = numba.threading_layer() == "workqueue"
+            except ValueError:  # no parallel region ran after all: ask again next launch
+                pass
 
 
 class NotFusable(Exception):
@@ -114,6 +147,9 @@ class FusedChain:
     takes this path), so the weights are held once (twice for layers of one-byte words,
     which the program widens to uint16).
 
+    :meth:`run` takes the parallel kernel when :attr:`parallel` is set (by the model, when
+    :func:`choose` picked ``"fused-parallel"``).
+
     Thread-safe: every calling thread gets its own scratch buffers; the kernel releases the GIL.
     """
 
@@ -125,6 +161,8 @@ class FusedChain:
         self.fp = np.concatenate(b.fp) if b.fp else np.zeros(0, np.float32)
         self.buf_len = b.buf_len
         self.ibuf_len = b.ibuf_len
+        self.wide_len = max(1, b.wide_len)
+        self.parallel = False
         self.in_off, self.in_size = in_off, in_size
         self.out_off, self.out_shape = out_off, out_shape
         self.out_size = int(np.prod(out_shape))
@@ -227,6 +265,12 @@ class FusedChain:
         path would multiply (columns 1 for Dense, the output pixels for Conv2D)."""
         return [(m, n) for _, m, n, *_ in self._shares]
 
+    @property
+    def work(self) -> int:
+        """Entries x input columns summed over the products: the size of the network's
+        batch-1 work, which :data:`PARALLEL_WORK` is compared with."""
+        return sum(int(m.words.size) * max(int(n), 1) for m, n in self.products)
+
     def adopt(self) -> None:
         """Make the layers hold views of the program's arrays instead of their own: packed
         entries (uint16 ones; widened one-byte words stay a second copy), row pointers,
@@ -247,25 +291,42 @@ class FusedChain:
             local.ibuf = np.zeros(max(1, self.ibuf_len), np.int32)
         return buf, local.ibuf
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _wides(self, n_blocks: int) -> np.ndarray:
+        local = self._local
+        wides = getattr(local, "wides", None)
+        if wides is None or wides.shape[0] != n_blocks:
+            wides = local.wides = np.zeros((n_blocks, self.wide_len), np.float32)
+        return wides
+
+    def run(self, x: np.ndarray, parallel: bool | None = None) -> np.ndarray:
         """The output for one sample ``x`` (any shape holding ``in_size`` float32 values, e.g.
-        (1, *input_shape)): a new array of shape (1, *out_shape)."""
+        (1, *input_shape)): a new array of shape (1, *out_shape).
+
+        ``parallel`` (default :attr:`parallel`): split the large operations over Numba's
+        threads, as many blocks as ``numba.get_num_threads()`` at this call (one: the serial
+        kernel's code, no parallel launch). Same results either way, bit for bit."""
         buf, ibuf = self._scratch()
         buf[self.in_off:self.in_off + self.in_size] = x.reshape(-1)
-        kernels.chain_forward(self.ops, self.words, self.ip, self.fp, buf, ibuf)
+        if self.parallel if parallel is None else parallel:
+            n_blocks = numba.get_num_threads()
+            launch(kernels.chain_forward_parallel, n_blocks > 1, self.ops, self.words, self.ip,
+                   self.fp, buf, ibuf, n_blocks, self._wides(n_blocks), _SERIAL_WORK)
+        else:
+            kernels.chain_forward(self.ops, self.words, self.ip, self.fp, buf, ibuf)
         return buf[self.out_off:self.out_off + self.out_size].reshape(1, *self.out_shape).copy()
 
 
 # --------------------------------------------------------------------------- the choice
 
-PATHS = ("fused", "layered")
+PATHS = ("fused", "layered", "fused-parallel")
 _ENV = "DC_ENGINE_BATCH1"
 _lock = threading.Lock()
 _memo: dict[str, str] = {}
 
 
 def forced() -> str | None:
-    """The path ``DC_ENGINE_BATCH1`` forces (``fused`` or ``layered``), or None."""
+    """The path ``DC_ENGINE_BATCH1`` forces (``fused``, ``layered`` or ``fused-parallel``), or
+    None."""
     value = os.environ.get(_ENV, "").strip().lower()
     return value if value in PATHS else None
 
@@ -297,10 +358,13 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _key(layers, input_shape: tuple, threads: int) -> str:
-    """Machine, thread count, the package version (its kernels) and the model's shape of work
-    (input shape, layer types and shapes, entries)."""
+def _key(layers, input_shape: tuple, threads: int, candidates: tuple = ("fused", "layered")
+         ) -> str:
+    """Machine, thread count, the package version (its kernels), the paths compared and the
+    model's shape of work (input shape, layer types and shapes, entries)."""
     parts = [_cpu(), numba.config.THREADING_LAYER, str(threads), __version__, str(input_shape)]
+    if candidates != ("fused", "layered"):  # (the two-path keys stay as they were)
+        parts.append(",".join(candidates))
     for layer in layers:
         w = layer.params.get("W") if layer.params else None
         parts.append(f"{layer.type_name}:{sorted(layer.hyperparameters.items())}:"
@@ -319,18 +383,23 @@ def _read(path: Path | None) -> dict:
         return {}
 
 
-def calibrate(run_fused, run_layered, budget_s: float = 0.05) -> dict:
-    """Median seconds per call of both paths: three rounds, alternating, each path timed in
-    loops of about ``budget_s / 6`` seconds after a first (compiling) call."""
-    run_fused()
-    run_layered()
+def calibrate(run_fused, run_layered, budget_s: float = 0.05, run_parallel=None) -> dict:
+    """Median seconds per call of the paths: three rounds, alternating, each path timed in
+    loops of about ``budget_s / 6`` seconds (``/ 9`` with ``run_parallel``, the third path
+    ``"fused-parallel"``) after a first (compiling) call."""
+    runs = {"fused": run_fused, "layered": run_layered}
+    if run_parallel is not None:
+        runs["fused-parallel"] = run_parallel
+    for fn in runs.values():
+        fn()
     t0 = time.perf_counter()
-    run_fused()
-    run_layered()
-    loops = max(1, int(budget_s / 6 / max(time.perf_counter() - t0, 1e-7)))
-    times: dict[str, list[float]] = {"fused": [], "layered": []}
+    for fn in runs.values():
+        fn()
+    share = budget_s / (3 * len(runs))
+    loops = max(1, int(share / max(time.perf_counter() - t0, 1e-7)))
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(3):
-        for name, fn in (("fused", run_fused), ("layered", run_layered)):
+        for name, fn in runs.items():
             t0 = time.perf_counter()
             for _ in range(loops):
                 fn()
@@ -339,32 +408,36 @@ def calibrate(run_fused, run_layered, budget_s: float = 0.05) -> dict:
 
 
 def choose(layers, input_shape: tuple, threads: int, needs_measuring: bool, run_fused,
-           run_layered) -> str:
-    """``"fused"`` or ``"layered"`` for a batch of one through ``layers`` at ``threads``.
+           run_layered, run_parallel=None) -> str:
+    """``"fused"``, ``"layered"`` or ``"fused-parallel"`` for a batch of one through
+    ``layers`` at ``threads``.
 
-    ``DC_ENGINE_BATCH1`` (``fused`` / ``layered``) forces a path. Otherwise, where the
-    per-layer path would run the same serial scalar kernels (``needs_measuring`` false), the
-    fused one wins by construction (same kernels, no Python between layers). Else both are
-    timed (:func:`calibrate`: a first call of each, then about 50 ms; the per-layer path may
-    start Numba's thread pool then) and the faster kept, in memory and in
-    :func:`calibration_file` (keyed by CPU, threading layer, thread count, package version,
-    input shape and the layers' shapes), so the next process on this machine skips the
-    measurement.
+    ``DC_ENGINE_BATCH1`` (``fused`` / ``layered`` / ``fused-parallel``) forces a path.
+    Otherwise, where the per-layer path would run the same serial scalar kernels
+    (``needs_measuring`` false), the fused one wins by construction (same kernels, no Python
+    between layers). Else the paths are timed (:func:`calibrate`: a first call of each, then
+    about 50 ms; the per-layer and parallel paths may start Numba's thread pool then) and the
+    fastest kept, in memory and in :func:`calibration_file` (keyed by CPU, threading layer,
+    thread count, package version, the paths compared, input shape and the layers' shapes), so
+    the next process on this machine skips the measurement. ``run_parallel`` (the parallel
+    fused path) is given only where it is a candidate: more than one thread and a big network
+    (:data:`PARALLEL_WORK`).
     """
     if way := forced():
         return way
     if not needs_measuring:
         return "fused"
-    key = _key(layers, input_shape, threads)
+    candidates = PATHS if run_parallel is not None else PATHS[:2]
+    key = _key(layers, input_shape, threads, candidates)
     with _lock:
         if key in _memo:
             return _memo[key]
         path = calibration_file()
         entry = _read(path).get(key)
-        if isinstance(entry, dict) and entry.get("path") in PATHS:
+        if isinstance(entry, dict) and entry.get("path") in candidates:
             _memo[key] = entry["path"]
             return entry["path"]
-        times = calibrate(run_fused, run_layered)
+        times = calibrate(run_fused, run_layered, run_parallel=run_parallel)
         best = min(times, key=times.get)
         _memo[key] = best
         if path is not None:
@@ -379,4 +452,4 @@ def choose(layers, input_shape: tuple, threads: int, needs_measuring: bool, run_
 
 
 __all__ = ["FusedChain", "NotFusable", "choose", "calibrate", "calibration_file", "forced",
-           "PATHS"]
+           "launch", "PATHS", "PARALLEL_WORK"]

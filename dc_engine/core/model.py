@@ -316,12 +316,13 @@ class Model:
 
         Notes
         -----
-        A batch of one through a chain of compressed layers runs as one kernel call on the
-        calling thread (:mod:`dc_engine.core.fused`) where that was measured faster than the
-        per-layer path (:meth:`_forward_one`, a leaner path for compressed Dense layers); with
-        the scalar kernels both give the per-layer serial results bit for bit (a test checks
-        it). In a graph, a tensor is dropped as soon
-        as its last reader has run.
+        A batch of one through a chain of compressed layers runs as one kernel call
+        (:mod:`dc_engine.core.fused`): on the calling thread, or, for a big network with more
+        than one Numba thread, with its large operations split over the threads, whichever
+        was measured faster than the per-layer path (:meth:`_forward_one`, a leaner path for
+        compressed Dense layers); with the scalar kernels all give the per-layer serial
+        results bit for bit (tests check it). In a graph, a tensor is dropped as soon as its
+        last reader has run.
         """
         if (not train and type(x) is np.ndarray and x.dtype is _FLOAT32
                 and x.shape == (1, *self.input_shape)):  # the common batch-1 call, checked
@@ -395,7 +396,11 @@ class Model:
                       for lyr in self.layers), self.output, self.input_shape)
 
     def _choose_batch_one(self, layers: tuple, threads: int):
-        from .fused import FusedChain, NotFusable, choose, forced
+        """The chain for :meth:`_batch_one` (its ``parallel`` flag set when the parallel fused
+        path won), or None for the per-layer path. The parallel fused path is a candidate only
+        at more than one thread for a big network (:data:`dc_engine.core.fused.PARALLEL_WORK`):
+        a small one's fused path stays on the calling thread."""
+        from .fused import PARALLEL_WORK, FusedChain, NotFusable, choose, forced
 
         if forced() == "layered" or not any("W" in layer.params for layer in layers):
             return None  # (no weights: nothing to fuse, and dtypes stay as the layers make them)
@@ -405,12 +410,15 @@ class Model:
             return None
         products = chain.products
         parallel = threads > 1 and any(not m.serial(n) for m, n in products)
+        big = threads > 1 and chain.work >= PARALLEL_WORK
         simd = any(getattr(m, "simd", False) for m, _ in products)
         x = np.zeros((1, *self.input_shape), np.float32)
-        path = choose(layers, self.input_shape, threads, parallel or simd,
-                      lambda: chain.run(x), lambda: self._forward_one(x))
-        if path != "fused":
+        path = choose(layers, self.input_shape, threads, parallel or simd or big,
+                      lambda: chain.run(x, parallel=False), lambda: self._forward_one(x),
+                      (lambda: chain.run(x, parallel=True)) if big else None)
+        if path == "layered":
             return None
+        chain.parallel = path == "fused-parallel"
         chain.adopt()  # the layers' weights and biases become views of the chain's arrays
         return chain
 

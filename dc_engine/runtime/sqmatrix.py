@@ -17,7 +17,6 @@ in docs/KERNELS.md.
 from __future__ import annotations
 
 import os
-import threading
 
 import numba
 import numpy as np
@@ -26,6 +25,7 @@ from .. import kernels
 from .._validate import check_bits
 from ..buffers import ALIGN, aligned_empty
 from ..codecs.codebook import quantize_weights
+from ..core.fused import launch
 from ..limits import MAX_BITS
 
 SIMD = kernels.SQMM_AVX512 and os.environ.get("DC_ENGINE_SIMD", "1").strip().lower() not in (
@@ -50,26 +50,12 @@ WIDE_BLOCK_N = 512
 layers: amortises the per-row work of a chunk)."""
 
 
-_LAUNCH_LOCK = threading.Lock()
-_serialize: bool | None = None  # None: no parallel region has run yet
-
-
 def _launch(kernel, n_blocks: int, *args) -> None:
-    """Run ``kernel(*args)``; a parallel launch (``n_blocks > 1``) holds a process-wide lock
-    under Numba's ``workqueue`` threading layer, which aborts the process when two threads
-    launch parallel regions at once (and before the first launch, while the layer is not yet
-    known). Under ``omp`` and ``tbb``, launches from several threads run concurrently."""
-    global _serialize
-    if n_blocks <= 1 or _serialize is False:
-        kernel(*args)
-        return
-    with _LAUNCH_LOCK:
-        kernel(*args)
-        if _serialize is None:
-            try:
-                _serialize = numba.threading_layer() == "workqueue"
-            except ValueError:  # no parallel region ran after all: ask again next launch
-                pass
+    """Run ``kernel(*args)``; a parallel launch (``n_blocks > 1``) holds the process-wide lock
+    of :func:`dc_engine.core.fused.launch` under Numba's ``workqueue`` threading layer, which
+    aborts the process when two threads launch parallel regions at once (the fused path's
+    parallel kernel takes the same lock)."""
+    launch(kernel, n_blocks > 1, *args)
 
 
 def _simd_possible(n_in: int) -> bool:
