@@ -480,10 +480,8 @@ def _cmd_compress(args) -> int:
         print(json.dumps(res))
         return 0
     if res.get("auto"):
-        from ..stages.auto import settings_table
-
         print("automatic settings (chosen on the validation split):")
-        print(settings_table(res["auto"]), end="")
+        print(report.auto_table(res["auto"]), end="")
         print(f"wrote them to {_line(res['config_file'])} (pass it back with --config)")
     print(report.compress_table(res), end="")
     print(f"saved {_line(out)} ({out.stat().st_size:,} bytes on disk)")

@@ -26,6 +26,23 @@ def compress_table(report: dict) -> str:
     return "\n".join(parts) + errs + "\n"
 
 
+def auto_table(report: dict) -> str:
+    """What the automatic settings chose (a compress report's ``"auto"``) as text: per layer
+    the scan's pruning target, the kept fraction applied and the bits; then the validation
+    errors against the budget."""
+    names = list(report["scales"])
+    w = max(5, *(len(n) for n in names))
+    lines = [f"{'layer':<{w}} {'scan target':>11} {'kept':>8} {'bits':>5}"]
+    for n in names:
+        lines.append(f"{n:<{w}} {100 * report['targets'][n]:>10.1f}% "
+                     f"{100 * report['kept'][n]:>7.2f}% {report['bits'][n]:>5}")
+    lines.append(f"validation error: dense {_pct(report['val_error_dense'])}, limit "
+                 f"{_pct(report['val_error_limit'])}, compressed "
+                 f"{_pct(report['quantize_attempts'][-1]['val_error_finetuned'])} "
+                 f"({'within' if report['within_budget'] else 'OVER'} the budget)")
+    return "\n".join(lines) + "\n"
+
+
 def prune_table(report: dict) -> str:
     """The per-layer pruning report as text (paper-style)."""
     rounds = report["rounds"]
@@ -139,5 +156,5 @@ def bits_table(sweep: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["compress_table", "prune_table", "quantize_table", "size_table", "sensitivity_table",
-           "bits_table"]
+__all__ = ["auto_table", "compress_table", "prune_table", "quantize_table", "size_table",
+           "sensitivity_table", "bits_table"]

@@ -398,19 +398,5 @@ def choose(model, data, config: AutoConfig | None = None, *, recipe: dict | None
                       None if train_cfg is None else train_cfg.to_dict())
 
 
-def settings_table(report: dict) -> str:
-    """The chosen settings as a text table: per layer, the pruning target of the scan, the
-    kept fraction applied, the bits."""
-    lines = [f"{'layer':<16} {'scan target':>11} {'kept':>8} {'bits':>5}"]
-    for n in report["scales"]:
-        lines.append(f"{n:<16} {100 * report['targets'][n]:>10.1f}% "
-                     f"{100 * report['kept'][n]:>7.2f}% {report['bits'][n]:>5}")
-    lines.append(f"validation error: dense {100 * report['val_error_dense']:.2f}%, limit "
-                 f"{100 * report['val_error_limit']:.2f}%, compressed "
-                 f"{100 * report['quantize_attempts'][-1]['val_error_finetuned']:.2f}% "
-                 f"({'within' if report['within_budget'] else 'OVER'} the budget)")
-    return "\n".join(lines) + "\n"
-
-
 __all__ = ["AutoConfig", "AutoResult", "SCAN_FRACTIONS", "DEFAULT_RECIPE", "choose", "bits_scan",
-           "envelope_choice", "layer_scales", "settings_table"]
+           "envelope_choice", "layer_scales"]
