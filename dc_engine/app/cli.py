@@ -174,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
         "Run the three stages of Deep Compression on a dense model: magnitude pruning with "
         "masked retraining ([prune]), k-means weight sharing with centroid fine-tuning "
         "([quantize]) and Huffman coding of the weight codes and relative indices ([encode]), "
-        "with settings from one TOML config (default: the architecture's shipped config). "
+        "with settings from one TOML config (default: the architecture's shipped config; for a "
+        "model without one, or with --auto, settings chosen on the validation split). "
         "Prints each stage's table, the paper-style size table and the test error of the "
         "compressed file; writes STEM.report.json, STEM.sizes.json/.png and the stages' "
         "figures.",
