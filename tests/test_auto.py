@@ -11,6 +11,8 @@ import pytest
 
 import dc_engine
 from dc_engine.app.cli import main
+from dc_engine.app.jobs import auto_toml
+from dc_engine.config import tomllib
 from dc_engine.core.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from dc_engine.core.model import Model
 from dc_engine.core.train import TrainConfig, evaluate, fit
@@ -245,6 +247,10 @@ def test_cli_compress_without_a_config_searches_and_writes_a_replayable_toml(fil
     report = json.loads((folder / "a" / "tiny.report.json").read_text())
     assert report["auto"]["settings"]["budget"] == 0.005
     assert report["config_file"] == str(toml)
+    assert tomllib.loads(toml.read_text()) == report["config"]
+    # a newline in a path stays inside the header's comment
+    odd = auto_toml(report, folder / "a\nb.h5", "x\n[prune]\nrounds = 9\n.npz")
+    assert tomllib.loads(odd) == report["config"]
     again = folder / "b" / "tiny.dc.h5"
     rc, stdout, err = _run(["compress", model, "--data", npz, "--out", again, "--threads",
                             "1", "--no-progress", "--config", toml], capsys)

@@ -426,10 +426,12 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
 def auto_toml(report: dict, source, data) -> str:
     """The settings an automatic search chose, as a config file to edit and pass back with
     ``--config`` (it reproduces the run without the search)."""
+    from ..errors import one_line
+
     a = report["auto"]
-    head = [
-        f"# Settings chosen by dc-engine compress (automatic settings) for {source}",
-        f"# on {data or 'the shipped MNIST'}: validation error dense "
+    head = [  # paths on one line each (a newline in a path would end the comment)
+        f"# Settings chosen by dc-engine compress (automatic settings) for {one_line(str(source))}",
+        f"# on {one_line(str(data)) if data else 'the shipped MNIST'}: validation error dense "
         f"{100 * a['val_error_dense']:.2f}%, compressed "
         f"{100 * a['quantize_attempts'][-1]['val_error_finetuned']:.2f}% (budget "
         f"{100 * a['settings']['budget']:g} points, "
