@@ -258,6 +258,15 @@ def _maxpool(op, buf, ibuf):
 
 
 @jit()
+def _relu_range(buf, src, dst, a, b):
+    """Elements ``a <= i < b`` of :data:`OP_RELU` (``buf[dst + i] = max(buf[src + i], 0)``)."""
+    out = buf[dst + a:dst + b]
+    if src != dst:
+        out[:] = buf[src + a:src + b]
+    add_bias_relu(out, buf[:0], True)
+
+
+@jit()
 def chain_forward(ops, words, ip, fp, buf, ibuf):
     """Run the operations ``ops`` in order on one thread (module docstring for the layout).
 
@@ -287,10 +296,7 @@ def chain_forward(ops, words, ip, fp, buf, ibuf):
         elif kind == OP_MAXPOOL:
             _maxpool(op, buf, ibuf)
         elif kind == OP_RELU:
-            dst = buf[op[2]:op[2] + op[3]]
-            if op[1] != op[2]:
-                dst[:] = buf[op[1]:op[1] + op[3]]
-            add_bias_relu(dst, fp[:0], True)
+            _relu_range(buf, op[1], op[2], 0, op[3])
 
 
 # --------------------------------------------------------------------------- threads
@@ -441,14 +447,6 @@ def _blocks_pool(op, buf, ibuf, n_blocks):
         _pool_channels(op, buf, ibuf, c * b // n_blocks, c * (b + 1) // n_blocks)
 
 
-@jit()
-def _relu_range(buf, src, dst, a, b):
-    out = buf[dst + a:dst + b]
-    if src != dst:
-        out[:] = buf[src + a:src + b]
-    add_bias_relu(out, buf[:0], True)
-
-
 @jit(parallel=True)
 def _blocks_relu(buf, src, dst, n, n_blocks):
     for b in prange(n_blocks):
@@ -496,9 +494,6 @@ def chain_forward_parallel(ops, words, ip, fp, buf, ibuf, n_blocks, wides, min_w
                 _blocks_pool(op, buf, ibuf, min(n_blocks, c))
         elif kind == OP_RELU:
             if op[3] < min_work:
-                dst = buf[op[2]:op[2] + op[3]]
-                if op[1] != op[2]:
-                    dst[:] = buf[op[1]:op[1] + op[3]]
-                add_bias_relu(dst, fp[:0], True)
+                _relu_range(buf, op[1], op[2], 0, op[3])
             else:
                 _blocks_relu(buf, op[1], op[2], op[3], n_blocks)
