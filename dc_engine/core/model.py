@@ -164,26 +164,30 @@ class Model:
         """Whether the layers form a plain chain (each reads the one before it)."""
         return self.wiring().sequential
 
+    def tensor_shapes(self) -> dict[str, tuple]:
+        """One sample's shape of every tensor: the input (``"input"``) and each layer's
+        output (by layer name); raises ValueError if the wiring or the layer shapes do not
+        fit."""
+        shapes = {INPUT: self.input_shape}
+        for layer, ins in self.wiring().steps:
+            arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
+            shapes[layer.name] = layer.output_shape(arg)
+        return shapes
+
     def output_shape(self) -> tuple:
         """Shape of one sample's output; raises ValueError if the wiring or the layer shapes
         do not fit."""
-        w = self.wiring()
-        shapes = {INPUT: self.input_shape}
-        for layer, ins in w.steps:
-            arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
-            shapes[layer.name] = layer.output_shape(arg)
-        return shapes[w.output]
+        return self.tensor_shapes()[self.wiring().output]
 
     def sample_work(self) -> dict[str, int]:
         """Per layer, the most values one sample needs at once in it: its input, its output or
         its scratch space (:meth:`Layer.work_elements`), whichever is largest. A batch of N
         needs about N times that in the largest layer."""
-        w = self.wiring()
-        shapes = {INPUT: self.input_shape}
+        shapes = self.tensor_shapes()
         work = {}
-        for layer, ins in w.steps:
+        for layer, ins in self.wiring().steps:
             arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
-            shapes[layer.name] = out = layer.output_shape(arg)
+            out = shapes[layer.name]
             sizes = [math.prod(a) for a in (arg if layer.arity != 1 else [arg])]
             work[layer.name] = max(*sizes, math.prod(out), layer.work_elements(arg))
         return work

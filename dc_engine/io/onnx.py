@@ -1001,10 +1001,7 @@ def to_onnx(model: Model, opset: int = EXPORT_OPSET):
         return name
 
     alias: dict[str, str] = {INPUT: INPUT}
-    shapes = {INPUT: dense.input_shape}  # every tensor's per-sample shape
-    for layer, ins in wiring.steps:
-        arg = shapes[ins[0]] if layer.arity == 1 else [shapes[n] for n in ins]
-        shapes[layer.name] = layer.output_shape(arg)
+    shapes = dense.tensor_shapes()  # every tensor's per-sample shape
     for layer, ins in wiring.steps:
         xs = [alias[n] for n in ins]
         y, t = layer.name, layer.type_name
