@@ -387,9 +387,10 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, auto=search or False,
                                         threads=threads, progress=progress, on_stage=on_stage)
+    base = _report_base(out_path, report_dir)
     if search:
         config = CompressConfig.from_dict(report["config"])
-        cfg_path = Path(f"{_report_base(out_path, report_dir)}.auto.toml")
+        cfg_path = Path(f"{base}.auto.toml")
         write_text(cfg_path, auto_toml(report, dense_path, data))
     models = report.pop("models")
     pruned, quantized = models["pruned"], models["quantized"]
@@ -406,7 +407,6 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
         "config": config.encode.to_dict()})
     with limit_threads(threads):  # the file, not the model in memory
         test_file = evaluate(load(out_path), ds.x_test, ds.y_test)["error"]
-    base = _report_base(out_path, report_dir)
     _write_json(f"{base}.pruned.report.json", p_report)
     plots.weight_histograms(_weights(model, config.prune.layers),
                             _weights(pruned, config.prune.layers), f"{base}.pruned.weights.png",
