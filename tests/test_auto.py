@@ -16,6 +16,7 @@ from dc_engine.config import tomllib
 from dc_engine.core.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from dc_engine.core.model import Model
 from dc_engine.core.train import TrainConfig, evaluate, fit
+from dc_engine.errors import ConfigError
 from dc_engine.io.data import Dataset
 from dc_engine.stages import auto as auto_mod
 from dc_engine.stages.auto import AutoConfig, envelope_choice, layer_scales
@@ -208,6 +209,11 @@ def test_no_round_within_the_budget_leaves_the_model_unpruned(dense, data, monke
     assert res.config.prune.layers == {} and res.config.prune.retrain["epochs"] == 0
     for l in res.pruned.weighted_layers():
         np.testing.assert_array_equal(l.params["W"], dense[l.name].params["W"])
+
+
+def test_a_bad_recipe_is_refused_not_replaced_by_the_default(dense, data):
+    with pytest.raises(ConfigError, match="lr"):
+        compress(dense, data, auto=FAST, recipe={"lr": -1.0}, progress=False)
 
 
 def test_too_little_data_for_a_validation_split(dense):

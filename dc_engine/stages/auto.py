@@ -203,9 +203,10 @@ def bits_scan(model, x_val, y_val, widths) -> dict:
 
 
 def _recipe(model, recipe: dict | None) -> tuple[dict, str]:
+    if recipe is not None:  # a bad one is an error, not a reason to use the default
+        return training_recipe(model, recipe), "given"
     try:
-        r = training_recipe(model, recipe)
-        return r, "given" if recipe is not None else "model"
+        return training_recipe(model), "model"
     except ConfigError:
         log.warning("%s brings no training recipe: retraining starts from the default %s "
                     "(give your own in a [train] table)", model.name, DEFAULT_RECIPE)
