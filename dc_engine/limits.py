@@ -18,6 +18,11 @@ MAX_CODE_LENGTH = 15
 """Longest Huffman code a layer payload can record (its code-length tables hold 4 bits per
 symbol)."""
 
+MAX_ARCHITECTURE_BYTES = 4 * 2**20
+"""Longest architecture JSON (UTF-8 bytes) a compact compressed file (container version 3)
+may hold once inflated: its reader inflates at most this much, so a deflate bomb costs no
+memory (10,000 layers at 400 bytes each fit)."""
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,5 +103,5 @@ def limits_set(**values: int | None):
         _SET.update(old)
 
 
-__all__ = ["MAX_BITS", "MAX_LAYERS", "MAX_CODE_LENGTH", "LIMITS", "ENV_VARS", "limit",
-           "how_to_raise", "set_limits", "limits_set"]
+__all__ = ["MAX_BITS", "MAX_LAYERS", "MAX_CODE_LENGTH", "MAX_ARCHITECTURE_BYTES", "LIMITS",
+           "ENV_VARS", "limit", "how_to_raise", "set_limits", "limits_set"]

@@ -357,6 +357,7 @@ def inspect(path, validate: bool = True) -> dict:
     report["path"] = str(path)
     report["input_shape"] = list(c.input_shape)
     report["version"] = c.version
+    report["container"] = "compact" if c.compact else "classic"
     return report
 
 

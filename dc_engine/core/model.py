@@ -77,6 +77,12 @@ class Model:
     layers, input_shape, name, output : as given.
     metadata : dict. What a file stored with the model (training recipe, reports); empty for a
         new model.
+    encoding : dict. How a compressed file of the model is laid out, a file-level setting
+        (not part of forward; copied with the model): ``{"container": "compact"}`` writes the
+        compact container (compressed format version 3, about 0.5 KB smaller), ``{}`` or
+        ``{"container": "classic"}`` the classic one (versions 1/2). ``dc_engine.load`` of a
+        compressed file sets it from the file's version and ``dc_engine.save`` follows it, so
+        a loaded file saves back byte for byte. Empty for a new model.
 
     Raises
     ------
@@ -98,6 +104,7 @@ class Model:
         self.name = name
         self.output = output
         self.metadata: dict = {}
+        self.encoding: dict = {}
         seen: set[str] = set()
         counts: dict[str, int] = {}
         for layer in self.layers:
@@ -271,8 +278,9 @@ class Model:
 
     def to_dense(self) -> Model:
         """A new model with every compressed weight decoded to a float32 array (bit for bit
-        ``codebook[idx]``); float arrays are copied. Layer names, hyperparameters and
-        :attr:`metadata` are kept; masks, ties and the training state are not."""
+        ``codebook[idx]``); float arrays are copied. Layer names, hyperparameters,
+        :attr:`metadata` and :attr:`encoding` are kept; masks, ties and the training state are
+        not."""
         layers = []
         for layer in self.layers:
             params = {k: np.array(w) for k, w in layer.dense_params().items()}
@@ -280,6 +288,7 @@ class Model:
                                       params or None, inputs=layer.inputs))
         model = Model(layers, self.input_shape, name=self.name, output=self.output)
         model.metadata = dict(self.metadata)
+        model.encoding = dict(self.encoding)
         return model
 
     def logits_model(self) -> Model:
@@ -296,6 +305,7 @@ class Model:
         view = Model([l for l in self.layers if l is not out], self.input_shape, self.name,
                      output=src)
         view.metadata = self.metadata
+        view.encoding = self.encoding
         return view
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
@@ -577,6 +587,7 @@ def with_normalization(model: Model, mean, std, name: str = "normalize") -> Mode
     out = Model([norm, *model.layers], model.input_shape, model.name,
                 output=model.output)
     out.metadata = dict(model.metadata)
+    out.encoding = dict(model.encoding)
     return out
 
 

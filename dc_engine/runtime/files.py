@@ -167,7 +167,26 @@ def _load_compressed(path: Path) -> Model:
     except ValueError as exc:
         raise DCFormatError(f"{path}: the model implies too much work per sample: "
                             f"{exc}") from None
+    if c.compact:
+        model.encoding = {"container": "compact"}
     return model
+
+
+_CONTAINERS = ("classic", "compact")
+
+
+def _compact_container(model: Model) -> bool:
+    """Whether ``model.encoding`` asks for the compact container (absent: classic)."""
+    encoding = getattr(model, "encoding", None)  # a model pickled before it existed has none
+    if encoding is None:
+        return False
+    if not isinstance(encoding, dict):
+        raise TypeError(f"model.encoding must be a dict, got {type(encoding).__name__}")
+    container = encoding.get("container", "classic")
+    if container not in _CONTAINERS:
+        raise ValueError(f"model.encoding['container'] must be one of {list(_CONTAINERS)}, "
+                         f"got {container!r}")
+    return container == "compact"
 
 
 def load(path: PathLike) -> Model:
@@ -185,8 +204,9 @@ def load(path: PathLike) -> Model:
         For a dense file, as :func:`dc_engine.io.dense.load` (float arrays, masks, the
         weight-sharing ties, ``metadata``). For a compressed file, every weighted layer holds
         a :class:`~dc_engine.runtime.sqmatrix.CompressedMatrix` (inference only, float32) and
-        records how it was encoded in ``layer.encoding``; every payload is checked (CRC32,
-        sizes, coded streams) and decoded once here.
+        records how it was encoded in ``layer.encoding``, and ``model.encoding`` records the
+        container (``{"container": "compact"}`` for version 3, else ``{}``); every payload is
+        checked (CRC32, sizes, coded streams) and decoded once here.
 
     Raises
     ------
@@ -230,7 +250,8 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
     ------
     ValueError, TypeError
         As :func:`dc_engine.io.dense.save`, or a compressed file of a model with float
-        weights, or metadata given for a compressed file, or an unknown ``kind``.
+        weights, or metadata given for a compressed file, or an unknown ``kind``, or a
+        ``model.encoding["container"]`` other than "classic" and "compact".
 
     Notes
     -----
@@ -239,6 +260,11 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
     gives its bytes back. One exception: a payload does not record the Huffman coder's
     ``max_code_length``; a file written with a lower limit than the default 15 saves back as
     an equivalent file (the same weights), not the same bytes.
+
+    The container follows ``model.encoding["container"]``: "compact" writes compressed format
+    version 3 (:func:`dc_engine.io.compressed.write` with ``compact=True``), "classic" or
+    nothing versions 1/2; a loaded compressed file records its own, so it keeps its
+    container. A dense file ignores the setting.
     """
     if kind is None:
         kind = "compressed" if model.compressed else "dense"
@@ -251,6 +277,7 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
     if metadata:
         raise ValueError("a compressed file stores no metadata (it is sized to the byte); "
                          "keep the report beside it")
+    compact = _compact_container(model)
     model.wiring()  # a model whose inputs name no tensor is not stored
     records = []
     for layer in model.layers:
@@ -259,7 +286,7 @@ def save(model: Model, path: PathLike, metadata: dict | None = None,
         records.append(compressed_file.LayerRecord(layer.name, layer.type_name, hp, payload,
                                                    layer.inputs))
     return compressed_file.write(path, model.name, model.input_shape, records,
-                                 output=model.output)
+                                 output=model.output, compact=compact)
 
 
 __all__ = ["load", "save", "layer_payload", "stored_encoding", "DEFAULT_INDEX_BITS"]
