@@ -20,7 +20,6 @@ from dc_engine.codecs.huffman import HuffmanCoder
 from dc_engine.codecs.payload import (
     MAGIC,
     MAX_WEIGHTS,
-    VERSION,
     decode_layer,
     encode_layer,
     header_size,
@@ -47,7 +46,7 @@ def _check_round_trip(idx, codebook, bias, index_bits, name="layer", coder="huff
     assert np.array_equal(out["idx"], idx)
     assert out["codebook"].dtype == np.float32
     assert (out["code_coder"], out["gap_coder"]) == (coder, gap_coder or coder)
-    assert out["version"] == VERSION
+    assert out["version"] == 2  # the default options need no version-3 field
     used = np.zeros(codebook.size, bool)
     if coder == "fixed":  # no table: every slot is stored
         used[:] = True
@@ -217,7 +216,10 @@ def test_trailing_byte_raises(small_payload):
 def test_wrong_magic_and_version(small_payload):
     with pytest.raises(DCFormatError, match="bad magic"):
         decode_layer(b"HDF" + small_payload[3:])
-    with pytest.raises(DCFormatError, match="payload version 3.*newer dc-engine"):
+    with pytest.raises(DCFormatError, match="payload version 4.*newer dc-engine"):
+        decode_layer(_with_crc(small_payload[:3] + b"\x04" + small_payload[4:-4]))
+    # a version-2 body labelled version 3 reads a table byte as its flags
+    with pytest.raises(DCFormatError, match="length mismatch|unknown flags|Huffman|Kraft"):
         decode_layer(_with_crc(small_payload[:3] + b"\x03" + small_payload[4:-4]))
     with pytest.raises(DCFormatError, match="payload version 0"):
         decode_layer(_with_crc(small_payload[:3] + b"\x00" + small_payload[4:-4]))

@@ -46,6 +46,15 @@ end - 4     4                     CRC-32 (``zlib.crc32``) of every byte before i
 
 ``H = 29 + 4 * ndim``. Version 1 (files written before the coder interface) is the same without
 the two coder-id bytes (``H = 27 + 4 * ndim``), and both streams are Huffman-coded.
+
+Version 3 (written only when an option below is used; docs/FORMAT.md) appends to the version-2
+header a flags byte (bit 0: the codes are scanned column by column, ``order="cols"``; bit 1:
+shared bias; other bits 0) and, with a shared bias, ``bias_bits`` (u8, 1..16), the bias-stream
+coder id (u8) and ``bias_nbits`` (u32). A shared bias puts its stream's table after the gap
+table, its distinct values (float32, one per slot the bias coder says may occur, in increasing
+slot order; the values increase with the slot) in place of the raw bias, and its stream of
+``n_bias`` codes after the gap stream. With ``order="cols"`` the relative index runs over the
+weight viewed as a ``(shape[0], rest)`` matrix, column by column.
 Decoding: decode ``n_entries`` codes and ``n_entries`` gaps, then positions are
 ``cumsum(gap + 1) - 1`` in the flattened (row-major) weight; all other positions are code 0.
 The payload length is exactly the sum of the parts; anything else is corrupt.
@@ -68,8 +77,17 @@ from .huffman import HuffmanCoder
 from .relindex import decode_sparse, encode_sparse
 
 MAGIC = b"DCL"
-VERSION = 2
-"""The payload version :func:`encode_layer` writes; :func:`decode_layer` reads 1 and 2."""
+VERSION = 3
+"""The newest payload version: :func:`encode_layer` writes it only for the options that need
+it (``order="cols"``, ``bias_coding="shared"``), else version 2; :func:`decode_layer` reads 1,
+2 and 3."""
+ORDERS = ("rows", "cols")
+"""Scan orders of the weight codes: ``"rows"`` (C order of the weight, versions 1-3) or
+``"cols"`` (version 3: the weight as a (shape[0], rest) matrix read column by column, so an
+input no output uses is one run of zeros instead of a gap in every row)."""
+BIAS_CODINGS = ("float32", "shared")
+"""How a bias is stored: ``"float32"`` (raw, versions 1-3) or ``"shared"`` (version 3: its
+distinct values as a float32 table, and per unit a code into the table, entropy coded)."""
 MAX_NDIM = 4
 MAX_WEIGHTS = 2**28
 """Largest layer (product of the shape) that :func:`decode_layer` accepts (VGG-16 fc6 has
@@ -88,13 +106,50 @@ most ~64K-fold) rather than by :data:`MAX_WEIGHTS` alone. The encoder refuses su
 _PREFIX = struct.Struct("<3sBBBB")
 _COUNTS = struct.Struct("<IIIII")
 _CODERS = struct.Struct("<BB")
+_FLAGS = struct.Struct("<B")
+_BIAS = struct.Struct("<BBI")  # bias_bits, bias coder id, bias_nbits
 _CRC = struct.Struct("<I")
+_FLAG_COLS = 1
+_FLAG_SHARED_BIAS = 2
+_FLAGS_KNOWN = _FLAG_COLS | _FLAG_SHARED_BIAS
 
 
-def header_size(ndim: int, version: int = VERSION) -> int:
+def header_size(ndim: int, version: int = 2, shared_bias: bool = False) -> int:
     """Bytes of the fixed header of a layer with ``ndim`` dimensions: ``29 + 4 * ndim``
-    (version 1: ``27 + 4 * ndim``)."""
-    return _PREFIX.size + 4 * ndim + _COUNTS.size + (_CODERS.size if version >= 2 else 0)
+    (version 1: ``27 + 4 * ndim``; version 3: one flags byte more, and six more with a shared
+    bias)."""
+    size = _PREFIX.size + 4 * ndim + _COUNTS.size + (_CODERS.size if version >= 2 else 0)
+    if version >= 3:
+        size += _FLAGS.size + (_BIAS.size if shared_bias else 0)
+    return size
+
+
+def scan(idx: np.ndarray, order: str) -> np.ndarray:
+    """The codes of ``idx`` flattened in the scan ``order`` (:data:`ORDERS`)."""
+    if order == "rows" or idx.ndim == 1:
+        return idx.ravel()
+    return idx.reshape(idx.shape[0], -1).T.ravel()
+
+
+def unscan(flat: np.ndarray, shape: tuple, order: str) -> np.ndarray:
+    """Inverse of :func:`scan`: the codes of ``shape`` from their scan ``order``."""
+    if order == "rows" or len(shape) == 1:
+        return flat.reshape(shape)
+    return np.ascontiguousarray(flat.reshape(-1, shape[0]).T).reshape(shape)
+
+
+def share_bias(bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(levels, codes, bits)``: the distinct values of ``bias`` in increasing order (float32,
+    ``-0.0`` kept apart from ``+0.0``), each unit's code into them (uint16), and the code width
+    (at least 1). ``levels[codes]`` is ``bias`` bit for bit."""
+    keys = bias.view(np.uint32)
+    ukeys, codes = np.unique(keys, return_inverse=True)
+    levels = ukeys.view(np.float32)
+    order = np.argsort(levels, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    bits = max(1, int(levels.size - 1).bit_length())
+    return levels[order], rank[codes.ravel()].astype(np.uint16), bits
 
 
 def _nbytes(nbits: int) -> int:
@@ -128,7 +183,8 @@ def _float32_vector(x, what: str, name: str) -> np.ndarray:
 
 
 def encode_layer(idx, codebook, bias=None, index_bits: int = 5, coder=None, gap_coder=None,
-                 name: str = "layer") -> bytes:
+                 name: str = "layer", order: str = "rows", bias_coding: str = "float32"
+                 ) -> bytes:
     """Encode one layer's codes, codebook and bias into a payload (layout in the module doc).
 
     Parameters
@@ -143,10 +199,15 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, coder=None, gap_
         unless ``gap_coder`` is given); a name takes the coder's default options.
     gap_coder : str or stream coder, optional. Writes the gap stream.
     name : str. The layer's name, used in error messages.
+    order : "rows" (default) or "cols" (:data:`ORDERS`). The scan order of the codes.
+    bias_coding : "float32" (default) or "shared" (:data:`BIAS_CODINGS`). A shared bias stores
+        its distinct values once and a code per unit, written by ``coder``; lossless for any
+        bias, small for one with few distinct values (stage 2's ``bias_bits``).
 
     Returns
     -------
-    bytes. The payload (version :data:`VERSION`); ``decode_layer(payload)`` gives the inputs
+    bytes. The payload (version 3 with ``order="cols"`` or ``bias_coding="shared"``, else
+    version 2); ``decode_layer(payload)`` gives the inputs
     back exactly (``idx`` as ``index_dtype(weight_bits)``, ``codebook[0]`` and every slot the
     code stream cannot hold as +0.0), so ``codebook[idx]`` is reproduced bit for bit.
 
@@ -187,25 +248,52 @@ def encode_layer(idx, codebook, bias=None, index_bits: int = 5, coder=None, gap_
     code_coder = _coder(coder, "coder")
     gap_coder = code_coder if gap_coder is None else _coder(gap_coder, "gap_coder")
 
-    gaps, codes = encode_sparse(idx.ravel(), ib)
+    if order not in ORDERS:
+        raise ValueError(f"layer {name!r}: order must be one of {ORDERS}, got {order!r}")
+    if bias_coding not in BIAS_CODINGS:
+        raise ValueError(f"layer {name!r}: bias_coding must be one of {BIAS_CODINGS}, got "
+                         f"{bias_coding!r}")
+    shared = bias_coding == "shared" and bias.size > 0
+    version = 3 if order != "rows" or shared else 2
+
+    gaps, codes = encode_sparse(scan(idx, order), ib)
     code_table, code_data, code_nbits, present = code_coder.encode(codes, 2**wb)
     gap_table, gap_data, gap_nbits, _ = gap_coder.encode(gaps, 2**ib)
-    if max(code_nbits, gap_nbits) > MAX_U32:
+    bias_table = bias_data = b""
+    if shared:
+        levels, bias_codes, bb = share_bias(bias)
+        if bb > MAX_BITS:
+            raise ValueError(f"layer {name!r}: the bias has {levels.size} distinct values, a "
+                             f"shared bias holds at most 2**{MAX_BITS}; store it as float32")
+        bias_table, bias_data, bias_nbits, bias_present = code_coder.encode(bias_codes, 2**bb)
+        bias_values = np.zeros(2**bb, np.float32)
+        bias_values[:levels.size] = levels
+        bias_values = bias_values[bias_present]
+    else:
+        bias_nbits, bias_values = 0, bias
+    if max(code_nbits, gap_nbits, bias_nbits) > MAX_U32:
         raise ValueError(f"layer {name!r}: a coded stream of more than 2**32 bits does not "
                          f"fit the u32 bit count")
     nnz = int(np.count_nonzero(idx))
-    header = (_PREFIX.pack(MAGIC, VERSION, wb, ib, idx.ndim)
+    header = (_PREFIX.pack(MAGIC, version, wb, ib, idx.ndim)
               + struct.pack(f"<{idx.ndim}I", *idx.shape)
               + _COUNTS.pack(codes.size, nnz, bias.size, code_nbits, gap_nbits)
               + _CODERS.pack(code_coder.id, gap_coder.id))
+    if version >= 3:
+        header += _FLAGS.pack((_FLAG_COLS if order == "cols" else 0)
+                              | (_FLAG_SHARED_BIAS if shared else 0))
+        if shared:
+            header += _BIAS.pack(bb, code_coder.id, bias_nbits)
     body = b"".join([
         header,
         code_table,
         gap_table,
+        bias_table,
         codebook[1:][present[1:]].astype("<f4").tobytes(),
-        bias.astype("<f4").tobytes(),
+        bias_values.astype("<f4").tobytes(),
         code_data,
         gap_data,
+        bias_data,
     ])
     size = len(body) + _CRC.size
     if idx.size > max(SMALL_LAYER, MAX_WEIGHTS_PER_BYTE * size):
@@ -239,10 +327,10 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
     if magic != MAGIC:
         raise DCFormatError(f"{pre} bad magic {bytes(magic)!r}, expected {MAGIC!r}: not a "
                             f"dc-engine layer payload")
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         fix = " (written by a newer dc-engine: upgrade to read it)" if version > VERSION else ""
         raise DCFormatError(f"{pre} unsupported payload version {version}, this reader knows "
-                            f"1 and {VERSION}{fix}")
+                            f"1 to {VERSION}{fix}")
     (stored,) = _CRC.unpack_from(buf, size - _CRC.size)
     actual = zlib.crc32(buf[:size - _CRC.size])
     if stored != actual:
@@ -255,6 +343,16 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
     if not 1 <= ndim <= MAX_NDIM:
         raise DCFormatError(f"{pre} ndim must be in 1..{MAX_NDIM}, got {ndim}")
     head = header_size(ndim, version)
+    if size < head + _CRC.size:
+        raise DCFormatError(f"{pre} payload truncated: {size} bytes cannot hold a {ndim}-D "
+                            f"header")
+    flags = 0
+    if version >= 3:
+        (flags,) = _FLAGS.unpack_from(buf, head - _FLAGS.size)
+        if flags & ~_FLAGS_KNOWN:
+            raise DCFormatError(f"{pre} unknown flags {flags:#04x} (known: {_FLAGS_KNOWN:#04x}):"
+                                f" the payload is corrupt or was written by a newer dc-engine")
+        head = header_size(ndim, version, bool(flags & _FLAG_SHARED_BIAS))
     if size < head + _CRC.size:
         raise DCFormatError(f"{pre} payload truncated: {size} bytes cannot hold a {ndim}-D "
                             f"header")
@@ -288,21 +386,41 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
         code_coder, gap_coder = coders
     else:  # version 1: both streams Huffman-coded
         code_coder = gap_coder = HuffmanCoder()
+    bias_coder, bb, bias_nbits = None, 0, 0
+    if flags & _FLAG_SHARED_BIAS:
+        bb, bias_id, bias_nbits = _BIAS.unpack_from(buf, head - _BIAS.size)
+        if not 1 <= bb <= MAX_BITS:
+            raise DCFormatError(f"{pre} bias_bits must be in 1..{MAX_BITS}, got {bb}")
+        if n_bias == 0:
+            raise DCFormatError(f"{pre} a shared bias with n_bias = 0: the header is corrupt")
+        bias_coder = coder_by_id(bias_id)
+        if bias_coder is None:
+            raise DCFormatError(f"{pre} unknown bias-stream coder id {bias_id}: the payload is "
+                                f"corrupt or was written by a newer dc-engine; upgrade to read "
+                                f"it")
     body = buf[:size - _CRC.size]
     try:
         code_table, code_table_bytes = code_coder.read_table(body[head:], 2**wb)
-        gap_table, gap_table_bytes = gap_coder.read_table(body[head + code_table_bytes:], 2**ib)
+        pos = head + code_table_bytes
+        gap_table, gap_table_bytes = gap_coder.read_table(body[pos:], 2**ib)
+        pos += gap_table_bytes
+        bias_table, bias_table_bytes = (bias_coder.read_table(body[pos:], 2**bb)
+                                        if bias_coder is not None else (None, 0))
     except DCFormatError as exc:
         raise DCFormatError(f"{pre} {exc}") from exc
     n_used = int(np.count_nonzero(code_coder.present(code_table, 2**wb)[1:]))
+    n_bias_values = (int(np.count_nonzero(bias_coder.present(bias_table, 2**bb)))
+                     if bias_coder is not None else n_bias)
     parts = {
         "header": head,
         "code_table": code_table_bytes,
         "gap_table": gap_table_bytes,
+        "bias_table": bias_table_bytes,
         "codebook": 4 * n_used,
-        "bias": 4 * n_bias,
+        "bias": 4 * n_bias_values,
         "code_stream": _nbytes(code_nbits),
         "gap_stream": _nbytes(gap_nbits),
+        "bias_stream": _nbytes(bias_nbits),
         "crc": _CRC.size,
     }
     expected = sum(parts.values())
@@ -312,13 +430,15 @@ def _parse(payload, name: str) -> tuple[memoryview, dict]:
     fields = dict(version=version, weight_bits=wb, index_bits=ib, ndim=ndim, shape=shape,
                   n_entries=n_entries, nnz=nnz, n_bias=n_bias, code_nbits=code_nbits,
                   gap_nbits=gap_nbits, n_used=n_used, code_coder=code_coder.name,
-                  gap_coder=gap_coder.name)
-    return buf, dict(fields, parts=parts, coders=(code_coder, gap_coder),
-                     tables=(code_table, gap_table))
+                  gap_coder=gap_coder.name, order="cols" if flags & _FLAG_COLS else "rows",
+                  bias_coding="float32" if bias_coder is None else "shared",
+                  bias_bits=bb, bias_nbits=bias_nbits)
+    return buf, dict(fields, parts=parts, coders=(code_coder, gap_coder, bias_coder),
+                     tables=(code_table, gap_table, bias_table))
 
 
 def decode_layer(payload, name: str = "layer") -> dict:
-    """Decode a payload written by :func:`encode_layer` (version 1 or 2), validating it as
+    """Decode a payload written by :func:`encode_layer` (version 1, 2 or 3), validating it as
     untrusted input.
 
     Parameters
@@ -333,7 +453,8 @@ def decode_layer(payload, name: str = "layer") -> dict:
         ``codebook`` : ndarray, shape (2**weight_bits,), float32, ``codebook[0] == +0.0``;
         ``bias`` : ndarray, shape (n_bias,), float32 (empty when the layer had none);
         ``weight_bits``, ``index_bits``, ``nnz``, ``n_entries``, ``version`` : int;
-        ``code_coder``, ``gap_coder`` : str, the coders' names.
+        ``code_coder``, ``gap_coder`` : str, the coders' names;
+        ``order`` (:data:`ORDERS`), ``bias_coding`` (:data:`BIAS_CODINGS`) : str.
 
     Raises
     ------
@@ -359,8 +480,8 @@ def decode_layer(payload, name: str = "layer") -> dict:
         a, b = offsets[part]
         return buf[a:b]
 
-    code_coder, gap_coder = h["coders"]
-    code_table, gap_table = h["tables"]
+    code_coder, gap_coder, bias_coder = h["coders"]
+    code_table, gap_table, bias_table = h["tables"]
     try:
         codebook = np.zeros(2**wb, dtype=np.float32)
         slots = np.flatnonzero(code_coder.present(code_table, 2**wb)[1:]) + 1
@@ -370,6 +491,13 @@ def decode_layer(payload, name: str = "layer") -> dict:
             raise DCFormatError("the codebook holds non-finite values (NaN or inf)")
         if not np.all(np.isfinite(bias)):
             raise DCFormatError("the bias holds non-finite values (NaN or inf)")
+        if bias_coder is not None:
+            bb = h["bias_bits"]
+            levels = np.zeros(2**bb, dtype=np.float32)
+            levels[bias_coder.present(bias_table, 2**bb)] = bias
+            bias_codes = bias_coder.decode(bias_table, raw("bias_stream"), h["bias_nbits"],
+                                           h["n_bias"], 2**bb)
+            bias = levels[bias_codes]
         codes = code_coder.decode(code_table, raw("code_stream"), h["code_nbits"], n, 2**wb)
         gaps = gap_coder.decode(gap_table, raw("gap_stream"), h["gap_nbits"], n, 2**ib)
         flat = decode_sparse(gaps, codes, math.prod(h["shape"]), ib)
@@ -381,10 +509,10 @@ def decode_layer(payload, name: str = "layer") -> dict:
     if found != h["nnz"]:
         raise DCFormatError(f"{pre} header declares nnz={h['nnz']}, but the streams decode to "
                             f"{found} non-zero codes")
-    idx = flat.astype(index_dtype(wb)).reshape(h["shape"])
+    idx = unscan(flat.astype(index_dtype(wb)), h["shape"], h["order"])
     return dict(idx=idx, codebook=codebook, bias=bias, weight_bits=wb, index_bits=ib,
                 nnz=h["nnz"], n_entries=n, version=h["version"], code_coder=code_coder.name,
-                gap_coder=gap_coder.name)
+                gap_coder=gap_coder.name, order=h["order"], bias_coding=h["bias_coding"])
 
 
 def payload_stats(payload, name: str = "layer") -> dict:
@@ -426,5 +554,6 @@ def payload_stats(payload, name: str = "layer") -> dict:
     return out
 
 
-__all__ = ["MAGIC", "VERSION", "MAX_WEIGHTS", "MAX_WEIGHTS_PER_BYTE", "SMALL_LAYER",
+__all__ = ["MAGIC", "VERSION", "ORDERS", "BIAS_CODINGS", "scan", "unscan", "share_bias",
+           "MAX_WEIGHTS", "MAX_WEIGHTS_PER_BYTE", "SMALL_LAYER",
            "header_size", "encode_layer", "decode_layer", "payload_stats"]

@@ -36,14 +36,16 @@ _FIX = "Pass a compressed model file written by `dc-engine compress`, or re-crea
 
 def stored_encoding(layer: Layer) -> dict:
     """How ``layer``'s compressed weight is written to a file: ``{"index_bits", "coder",
-    "gap_coder", "coder_options"}`` from ``layer.encoding`` (set by the encode stage or by
-    loading a file), with defaults (5-bit gaps, Huffman, its default options) for what is not
-    recorded."""
+    "gap_coder", "coder_options", "order", "bias_coding"}`` from ``layer.encoding`` (set by the
+    encode stage or by loading a file), with defaults (5-bit gaps, Huffman, its default
+    options, row order, float32 bias) for what is not recorded."""
     enc = dict(layer.encoding.get(layer.weight_name, {}))
     enc.setdefault("index_bits", DEFAULT_INDEX_BITS)
     enc.setdefault("coder", DEFAULT_CODER)
     enc.setdefault("gap_coder", enc["coder"])
     enc.setdefault("coder_options", {})
+    enc.setdefault("order", "rows")
+    enc.setdefault("bias_coding", "float32")
     return enc
 
 
@@ -77,7 +79,7 @@ def layer_payload(layer: Layer) -> bytes:
     bias = layer.params.get("b")
     return encode_layer(m.to_codes().reshape(shape), m.codebook, bias,
                         index_bits=enc["index_bits"], coder=coder, gap_coder=gap_coder,
-                        name=layer.name)
+                        name=layer.name, order=enc["order"], bias_coding=enc["bias_coding"])
 
 
 def _fail(path: Path, layer: str, problem: str):
@@ -129,7 +131,9 @@ def _build_layer(rec: compressed_file.LayerRecord, path: Path) -> Layer:
         _fail(path, rec.name, f"bad inputs {rec.inputs!r} ({exc})")
     layer.encoding = {wname: {"index_bits": decoded["index_bits"],
                               "coder": decoded["code_coder"],
-                              "gap_coder": decoded["gap_coder"]}}
+                              "gap_coder": decoded["gap_coder"],
+                              "order": decoded["order"],
+                              "bias_coding": decoded["bias_coding"]}}
     return layer
 
 

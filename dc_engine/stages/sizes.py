@@ -32,7 +32,9 @@ def _layer_sizes(name: str, s: dict) -> dict:
     n = math.prod(s["shape"])
     e, wb, ib, nb = s["n_entries"], s["weight_bits"], s["index_bits"], s["n_bias"]
     pq_w = e * (wb + ib) / 8 + 4 * 2**wb
-    pqh_w = s["total_bytes"] - s["bias_bytes"]
+    # a shared bias (payload version 3) is its table, its distinct values and its stream
+    bias_bytes = s["bias_table_bytes"] + s["bias_bytes"] + s["bias_stream_bytes"]
+    pqh_w = s["total_bytes"] - bias_bytes
     return {
         "name": name, "shape": list(s["shape"]), "weights": n, "nnz": s["nnz"],
         "kept": s["nnz"] / n if n else 0.0, "entries": e, "biases": nb,
@@ -47,6 +49,7 @@ def _layer_sizes(name: str, s: dict) -> dict:
         "cr_pqh": pqh_w / (4 * n) if n else 0.0,
         "parts": {k.removesuffix("_bytes"): v for k, v in s.items()
                   if k.endswith("_bytes") and k != "total_bytes"},
+        "order": s["order"], "bias_coding": s["bias_coding"],
     }
 
 
