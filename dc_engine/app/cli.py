@@ -511,9 +511,12 @@ def _cmd_inspect(args) -> int:
         print(json.dumps(res))
         return 0
     t = res["totals"]
+    compact = " (compact container)" if res["container"] == "compact" else ""
     print(f"{_line(args.model)}: {res['architecture']}, compressed format version "
-          f"{res['version']}, input shape {tuple(res['input_shape'])}")
+          f"{res['version']}{compact}, input shape {tuple(res['input_shape'])}")
     print(report.size_table(res), end="")
+    print()
+    print(report.bytes_table(res), end="")
     print(f"file: {t['file_bytes']:,} bytes on disk = {t['ratio_file']:.1f}x smaller than "
           f"{t['original_bytes']:,} bytes of float32 parameters")
     return 0

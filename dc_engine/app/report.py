@@ -95,7 +95,8 @@ def quantize_table(report: dict) -> str:
 
 def size_table(report: dict) -> str:
     """The size report (:mod:`dc_engine.stages.sizes`) as text: DC Table 2's columns per layer,
-    then the size after each stage."""
+    then the size after each stage and, for a file, its container (the file minus the
+    payloads)."""
     w = _width(report["layers"])
     head = (f"{'layer':<{w}} {'#weights':>9} {'kept':>6} {'weight bits':>13} {'index bits':>13} "
             f"{'compress rate':>17}\n"
@@ -126,6 +127,44 @@ def size_table(report: dict) -> str:
     for label, b in stages:
         ratio = f"{t['original_bytes'] / b:>6.1f}x" if b else f"{'n/a':>7}"
         lines.append(f"{label:<28} {round(b):>10,} bytes  {ratio}")
+    if t.get("file_bytes"):  # what the file costs beyond its payloads
+        label = "container (HDF5 + architecture)"
+        lines.append(f"{label} {t['file_bytes'] - t['compressed_bytes']:>{38 - len(label)},} "
+                     f"bytes")
+    return "\n".join(lines) + "\n"
+
+
+_PART_COLUMNS = (("header", ("header", "crc")), ("tables", ("code_table", "gap_table",
+                                                              "bias_table")),
+                 ("codebook", ("codebook",)), ("bias", ("bias", "bias_stream")),
+                 ("codes", ("code_stream",)), ("index", ("gap_stream",)))
+
+
+def bytes_table(report: dict) -> str:
+    """Where every byte of a compressed file goes: per layer, its payload's header and CRC,
+    coder tables, codebook, bias (float32 values, or a shared bias's values and codes), coded
+    weight codes and coded relative index; then the container, and the file."""
+    w = max(_width(report["layers"]), len("container"))
+    cols = [c for c, _ in _PART_COLUMNS]
+    lines = [f"{'bytes':<{w}} " + " ".join(f"{c:>8}" for c in cols) + f" {'total':>8}  layout"]
+    sums = dict.fromkeys(cols, 0)
+    for l in report["layers"]:
+        parts = l["parts"]
+        row = {c: sum(parts.get(k, 0) for k in keys) for c, keys in _PART_COLUMNS}
+        for c in cols:
+            sums[c] += row[c]
+        bias = "shared bias" if l.get("bias_coding") == "shared" else "float32 bias"
+        lines.append(f"{l['name']:<{w}} " + " ".join(f"{row[c]:>8,}" for c in cols)
+                     + f" {l['bytes']:>8,}  {l.get('order', 'rows')}, {bias}")
+    t = report["totals"]
+    lines.append(f"{'layers':<{w}} " + " ".join(f"{sums[c]:>8,}" for c in cols)
+                 + f" {round(t['compressed_bytes']):>8,}")
+    if t.get("file_bytes"):
+        container = t["file_bytes"] - round(t["compressed_bytes"])
+        lines.append(f"{'container':<{w}} " + " ".join(f"{'':>8}" for _ in cols)
+                     + f" {container:>8,}  HDF5 + architecture")
+        lines.append(f"{'file':<{w}} " + " ".join(f"{'':>8}" for _ in cols)
+                     + f" {t['file_bytes']:>8,}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validate import check_bits
 from ..codecs.coders import DEFAULT_CODER, coder_by_name, coder_names
-from ..codecs.payload import decode_layer, encode_layer
+from ..codecs.payload import BIAS_CODINGS, ORDERS, decode_layer, encode_layer
 from ..config import build_settings
 from ..core.layers import build_layer
 from ..core.model import Model
@@ -27,7 +27,16 @@ AUTO = "auto"
 AUTO_RANGE = range(1, 13)
 """Index widths tried by ``index_bits = "auto"``."""
 
-_LAYER_KEYS = {"index_bits", "coder"}
+_LAYER_KEYS = {"index_bits", "coder", "order", "bias"}
+CONTAINERS = ("classic", "compact")
+"""File containers (:mod:`dc_engine.io.compressed`): ``"classic"`` (versions 1-2) or
+``"compact"`` (version 3: the architecture deflated, the payloads in one attribute)."""
+
+
+def _check_choice(value, choices: tuple, key: str, where: str, auto: bool = True) -> None:
+    allowed = choices + ((AUTO,) if auto else ())
+    if value not in allowed:
+        raise ValueError(f"{where}: {key} must be one of {list(allowed)}, got {value!r}")
 
 
 def _check_index_bits(v, where: str):
@@ -62,13 +71,28 @@ class EncodeConfig:
         (:mod:`dc_engine.codecs.coders`: "huffman", or "fixed" for no entropy coding).
     coder_options : dict. Options of the coder (``[encode.coder_options]``; Huffman:
         ``max_code_length``, 1..15, default 15).
-    layers : dict layer name -> {"index_bits": int | "auto", "coder": str}: per-layer
-        overrides.
+    order : "rows" (default), "cols" or "auto". The scan order of the relative index
+        (:data:`dc_engine.codecs.payload.ORDERS`; "cols" runs over the inputs first, so an
+        input no unit uses costs one run); "auto" keeps the smaller payload. Lossless.
+    bias : "float32" (default), "shared" or "auto". How biases are stored
+        (:data:`dc_engine.codecs.payload.BIAS_CODINGS`: "shared" stores the distinct values
+        once and a coded index per unit, which pays off after stage 2's ``bias_bits``);
+        "auto" keeps the smaller payload. Lossless.
+    container : "classic" (default) or "compact" (:data:`CONTAINERS`). The file container.
+    layers : dict layer name -> {"index_bits": int | "auto", "coder": str, "order": str,
+        "bias": str}: per-layer overrides.
+
+    The defaults write Deep Compression's layout (payload version 2, container version 1 or
+    2), so the paper preset's files do not change; the other options need payload or
+    container version 3 (docs/FORMAT.md).
     """
 
     index_bits: object = 5
     coder: str = DEFAULT_CODER
     coder_options: dict = field(default_factory=dict)
+    order: str = "rows"
+    bias: str = "float32"
+    container: str = "classic"
     layers: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -76,6 +100,9 @@ class EncodeConfig:
         if not isinstance(self.coder_options, dict):
             raise ValueError("[encode] coder_options must be a table of coder options")
         _check_coder(self.coder, self.coder_options, "[encode]")
+        _check_choice(self.order, ORDERS, "order", "[encode]")
+        _check_choice(self.bias, BIAS_CODINGS, "bias", "[encode]")
+        _check_choice(self.container, CONTAINERS, "container", "[encode]", auto=False)
         if not isinstance(self.layers, dict):
             raise ValueError("[encode] layers must be a table of layer name -> settings")
         for name, d in self.layers.items():
@@ -87,6 +114,10 @@ class EncodeConfig:
             if "coder" in d:
                 opts = self.coder_options if d["coder"] == self.coder else {}
                 _check_coder(d["coder"], opts, where)
+            if "order" in d:
+                _check_choice(d["order"], ORDERS, "order", where)
+            if "bias" in d:
+                _check_choice(d["bias"], BIAS_CODINGS, "bias", where)
 
     @classmethod
     def from_dict(cls, d: dict) -> EncodeConfig:
@@ -102,6 +133,11 @@ class EncodeConfig:
         """``(index_bits, coder)`` of layer ``name``."""
         d = self.layers.get(name, {})
         return d.get("index_bits", self.index_bits), d.get("coder", self.coder)
+
+    def layout_for(self, name: str) -> tuple[str, str]:
+        """``(order, bias)`` of layer ``name`` (each may be "auto")."""
+        d = self.layers.get(name, {})
+        return d.get("order", self.order), d.get("bias", self.bias)
 
     def coder_for(self, name: str):
         """The coder instance of layer ``name`` (with :attr:`coder_options` when it is the
@@ -125,15 +161,33 @@ def _shared_weight(layer) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(tie.idx), codebook
 
 
-def _best_payload(layer, idx, codebook, bias, index_bits, coder) -> tuple[bytes, int]:
-    """The payload at ``index_bits``, or for "auto" the smallest over :data:`AUTO_RANGE`
-    (ties to the narrowest)."""
+def _best_payload(layer, idx, codebook, bias, index_bits, coder, order="rows",
+                  bias_coding="float32") -> tuple[bytes, int, str, str]:
+    """``(payload, index_bits, order, bias_coding)``: the payload with the given settings,
+    each "auto" one the smallest over its choices (ties to the narrowest width, then to the
+    first of :data:`~dc_engine.codecs.payload.ORDERS` / ``BIAS_CODINGS``: the paper's
+    layout)."""
     widths = AUTO_RANGE if index_bits == AUTO else [index_bits]
+    orders = ORDERS if order == AUTO else (order,)
+    # the bias part does not depend on the rest: choose it once, at the first setting
+    codings = BIAS_CODINGS if bias_coding == AUTO and bias is not None else (
+        "float32" if bias_coding == AUTO else bias_coding,)
+    if len(codings) > 1:
+        sizes = []
+        for c in codings:
+            try:
+                sizes.append(len(encode_layer(idx, codebook, bias, widths[0], coder=coder,
+                                              order=orders[0], bias_coding=c, name=layer.name)))
+            except ValueError:  # a bias of more than 2**16 distinct values cannot be shared
+                sizes.append(float("inf"))
+        codings = (codings[int(np.argmin(sizes))],)
     best = None
-    for ib in widths:
-        p = encode_layer(idx, codebook, bias, ib, coder=coder, name=layer.name)
-        if best is None or len(p) < len(best[0]):
-            best = (p, ib)
+    for o in orders:
+        for ib in widths:
+            p = encode_layer(idx, codebook, bias, ib, coder=coder, name=layer.name, order=o,
+                             bias_coding=codings[0])
+            if best is None or len(p) < len(best[0]):
+                best = (p, ib, o, codings[0])
     return best
 
 
@@ -153,7 +207,8 @@ def encode_model(model: Model, config: EncodeConfig | None = None, verify: bool 
     -------
     Model. The same layers (names, hyperparameters) in a new model; each weighted layer holds a
     :class:`~dc_engine.runtime.sqmatrix.CompressedMatrix` and its float32 bias, and records in
-    ``layer.encoding`` the gap width and coders its payload uses; ``metadata`` is copied.
+    ``layer.encoding`` the gap width, coders, scan order and bias coding its payload uses,
+    and in ``encoding["container"]`` the file container; ``metadata`` is copied.
     ``dc_engine.save(result, "MODEL.dc.h5")`` writes the compressed file.
 
     Raises
@@ -186,7 +241,8 @@ def encode_model(model: Model, config: EncodeConfig | None = None, verify: bool 
                             f"store float32. Quantize a float32 model.")
         index_bits, _ = config.for_layer(layer.name)
         coder = config.coder_for(layer.name)
-        payload, ib = _best_payload(layer, idx, codebook, bias, index_bits, coder)
+        payload, ib, order, bias_coding = _best_payload(layer, idx, codebook, bias, index_bits,
+                                                        coder, *config.layout_for(layer.name))
         decoded = decode_layer(payload, layer.name)
         if verify:
             w = np.asarray(layer.params[wname])
@@ -206,11 +262,13 @@ def encode_model(model: Model, config: EncodeConfig | None = None, verify: bool 
             params["b"] = decoded["bias"]
         new = build_layer(layer.type_name, hp, layer.name, params, inputs=layer.inputs)
         new.encoding = {wname: {"index_bits": ib, "coder": coder.name,
-                                "gap_coder": coder.name, "coder_options": coder.options()}}
+                                "gap_coder": coder.name, "coder_options": coder.options(),
+                                "order": order, "bias_coding": bias_coding}}
         layers.append(new)
     result = Model(layers, model.input_shape, name=model.name, output=model.output)
     result.metadata = dict(model.metadata)
+    result.encoding = dict(model.encoding, container=config.container)
     return result
 
 
-__all__ = ["EncodeConfig", "encode_model", "AUTO", "AUTO_RANGE"]
+__all__ = ["EncodeConfig", "encode_model", "AUTO", "AUTO_RANGE", "CONTAINERS"]
