@@ -17,6 +17,7 @@ The array arithmetic (k-means, codebooks, the summed gradient) is in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +26,7 @@ import numpy as np
 from .._validate import check_bits
 from ..codecs.codebook import check_method, distinct_nonzero, quantize_weights
 from ..config import build_settings
+from ..core.optim import SGD
 from ..core.ties import WeightShare
 from ..core.train import TrainConfig, check_stage_training, evaluate, fit, stage_train_config
 from .inputs import split_data, training_recipe
@@ -81,6 +83,15 @@ class QuantizeConfig:
         from the model's training recipe, with ``lr`` = recipe lr x ``lr_scale``.
     lr_scale : float > 0.
     val_size, seed : the validation split held out of the training images (as ``train``).
+    bias_bits : dict layer name -> int in 1..16, optional. Biases shared the same way (k-means
+        over the layer's non-zero biases, slot 0 holding 0.0, centroids fine-tuned with the
+        summed gradients along with the weights' codebooks): Deep Compression shares weights
+        only; the compressed file then stores each bias as a code (``[encode] bias``).
+    keep_best : bool, default False. Fine-tune one epoch at a time (epoch ``e`` shuffles with
+        seed ``seed + e - 1``, the optimizer's momentum carried over) and keep the state with
+        the lowest validation error, the clustered one included (ties to the earlier).
+        Fine-tuning with a summed gradient can raise the error; this never keeps a step that
+        did. Not in Deep Compression.
     """
 
     bits: dict = field(default_factory=dict)
@@ -89,15 +100,22 @@ class QuantizeConfig:
     lr_scale: float = 0.01
     val_size: int = 5000
     seed: int = 0
+    bias_bits: dict = field(default_factory=dict)
+    keep_best: bool = False
 
     def __post_init__(self):
         if not isinstance(self.bits, dict) or not self.bits:
             raise ValueError("bits must be a non-empty table of layer name -> bits")
-        for name, b in self.bits.items():
-            try:
-                check_bits(b)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"layer {name!r}: {e}") from None
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(f"keep_best must be true or false, got {self.keep_best!r}")
+        if not isinstance(self.bias_bits, dict):
+            raise ValueError("bias_bits must be a table of layer name -> bits")
+        for table, values in (("bits", self.bits), ("bias_bits", self.bias_bits)):
+            for name, b in values.items():
+                try:
+                    check_bits(b, table)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"layer {name!r}: {e}") from None
         check_method(self.init)
         check_stage_training(self.finetune, "finetune", self.lr_scale, self.val_size,
                              self.seed)
@@ -112,13 +130,60 @@ class QuantizeConfig:
     def check_model(self, model) -> None:
         """ValueError naming any configured layer the model lacks or that has no weights."""
         weighted = [l.name for l in model.weighted_layers()]
-        for name in self.bits:
+        for name in list(self.bits) + list(self.bias_bits):
             if name not in weighted:
                 raise ValueError(f"unknown layer {name!r} in the quantization config; "
                                  f"{model.name} has weighted layers {weighted}")
+        for name in self.bias_bits:
+            if "b" not in model[name].params:
+                raise ValueError(f"[quantize.bias_bits] names {name!r}, which has no bias")
 
     def train_config(self, recipe: dict) -> TrainConfig:
         return stage_train_config(recipe, self.lr_scale, self.finetune)
+
+
+def _state(model) -> list:
+    """Copies of every trainable array: the float parameters and the ties' trainables."""
+    return [({k: np.array(v) for k, v in l.params.items() if isinstance(v, np.ndarray)},
+             {k: {n: np.array(a) for n, a in t.trainables().items()} for k, t in l.ties.items()})
+            for l in model.layers]
+
+
+def _restore(model, state: list) -> None:
+    """Write a :func:`_state` back in place (ties re-applied)."""
+    for layer, (params, ties) in zip(model.layers, state):
+        for k, v in params.items():
+            layer.params[k][...] = v
+        for k, arrays in ties.items():
+            tie = layer.ties[k]
+            for n, a in arrays.items():
+                tie.trainables()[n][...] = a
+            tie.apply(layer.params[k])
+
+
+def _finetune_best(model, split, train_cfg: TrainConfig, val_clustered: float, progress: bool,
+                   threads) -> tuple[list, int]:
+    """Fine-tuning one epoch at a time, keeping the state of lowest validation error (epoch 0:
+    the clustered state). Returns the epochs' records and the epoch kept."""
+    x_train, y_train, x_val, y_val = split
+    if train_cfg.lr_policy != "fixed":
+        raise ValueError(f"keep_best fine-tunes one epoch at a time, so the learning rate must "
+                         f"be constant: set [quantize.finetune] lr_policy = \"fixed\" (got "
+                         f"{train_cfg.lr_policy!r})")
+    opt = SGD(train_cfg.momentum, train_cfg.weight_decay)
+    best, best_epoch, state, records = val_clustered, 0, _state(model), []
+    for e in range(1, train_cfg.epochs + 1):
+        cfg = dataclasses.replace(train_cfg, epochs=1, seed=train_cfg.seed + e - 1)
+        rec = fit(model, x_train, y_train, cfg, x_val, y_val, optimizer=opt,
+                  progress=progress, threads=threads).epochs[0]
+        rec["epoch"] = e
+        records.append(rec)
+        if rec["val_error"] < best:
+            best, best_epoch, state = rec["val_error"], e, _state(model)
+    if best_epoch != train_cfg.epochs:
+        _restore(model, state)
+    log.info("fine-tuning: kept epoch %d (val error %.4f)", best_epoch, best)
+    return records, best_epoch
 
 
 def layer_report(layer, tie: WeightShare) -> dict:
@@ -174,7 +239,12 @@ def quantize_model(model, data, config: QuantizeConfig, *, recipe: dict | None =
     ties = {}
     for name, bits in config.bits.items():
         ties[name] = share_layer(model[name], bits, config.init, rng)
+    bias_ties = {name: share_layer(model[name], bits, config.init, rng, name="b")
+                 for name, bits in config.bias_bits.items()}
     report["codebooks_clustered"] = {n: [float(c) for c in t.codebook] for n, t in ties.items()}
+    if bias_ties:
+        report["bias_codebooks_clustered"] = {n: [float(c) for c in t.codebook]
+                                              for n, t in bias_ties.items()}
     report["val_error_clustered"] = evaluate(model, x_val, y_val)["error"]
     log.info("clustered: val error %.4f", report["val_error_clustered"])
     # Weighted layers left float keep their pruned zeros: a pruned file stores no masks (they
@@ -184,14 +254,23 @@ def quantize_model(model, data, config: QuantizeConfig, *, recipe: dict | None =
     for layer in held:
         layer.masks[layer.weight_name] = layer.params[layer.weight_name] != 0
     try:
-        hist = fit(model, x_train, y_train, train_cfg, x_val, y_val, progress=progress,
-                   threads=threads) if train_cfg.epochs else None
+        if config.keep_best:
+            epochs, report["kept_epoch"] = _finetune_best(
+                model, (x_train, y_train, x_val, y_val), train_cfg,
+                report["val_error_clustered"], progress, threads)
+        else:
+            hist = fit(model, x_train, y_train, train_cfg, x_val, y_val, progress=progress,
+                       threads=threads) if train_cfg.epochs else None
+            epochs = hist.epochs if hist else []
     finally:
         for layer in held:
             del layer.masks[layer.weight_name]
-    report["history"] = hist.epochs if hist else []
+    report["history"] = epochs
     report["val_error_finetuned"] = evaluate(model, x_val, y_val)["error"]
     report["layers"] = [layer_report(model[n], t) for n, t in ties.items()]
+    if bias_ties:
+        report["bias_codebooks"] = {n: [float(c) for c in t.codebook]
+                                    for n, t in bias_ties.items()}
     return report
 
 
