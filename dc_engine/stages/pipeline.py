@@ -31,6 +31,7 @@ from .inputs import check_recipe, split_data, training_recipe
 from .prune import PruneConfig, layer_stats, prune_model
 from .quantize import QuantizeConfig, quantize_model
 from .sizes import model_size_report
+from .surgery import remove_dead_units
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int 
     """Stage 1 as the jobs run it: :func:`prune_model` in place, then the masks dropped (the
     pruned weights are exact zeros, so a file stores none), with a report that adds the test
     errors before and after (None without test data), the totals, the settings and the time.
+    With ``config.remove_dead_units`` the model's layers are then replaced by smaller ones
+    (:func:`~dc_engine.stages.surgery.remove_dead_units`; the report's ``dead_units``); the
+    report's weight counts are those before the removal.
     """
     t0 = time.perf_counter()
     with limit_threads(threads):
@@ -164,7 +168,11 @@ def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int 
         report = prune_model(model, data, config, recipe=recipe, progress=progress,
                              threads=threads)
         test_pruned = _test_error(model, data)
-    return _prune_report(model, report, config, test_dense, test_pruned, t0)
+    report = _prune_report(model, report, config, test_dense, test_pruned, t0)
+    if config.remove_dead_units:
+        slim, report["dead_units"] = remove_dead_units(model)
+        model.layers = slim.layers
+    return report
 
 
 def _prune_report(model, report: dict, config: PruneConfig, test_dense, test_pruned,

@@ -174,6 +174,9 @@ class PruneConfig:
         the model's training recipe, with ``lr`` = recipe lr x ``lr_scale``.
     lr_scale : float > 0. LWC Sec. 4 retrains the LeNets at 1/10 of the original rate.
     val_size, seed : the validation split held out of the training images (as ``train``).
+    remove_dead_units : bool, default False. After the last round, remove the hidden units
+        left without incoming or outgoing weights from the layers around them
+        (:func:`dc_engine.stages.surgery.remove_dead_units`; not in Deep Compression).
     """
 
     layers: dict = field(default_factory=dict)
@@ -182,6 +185,7 @@ class PruneConfig:
     lr_scale: float = 0.1
     val_size: int = 5000
     seed: int = 0
+    remove_dead_units: bool = False
 
     def __post_init__(self):
         if (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
@@ -210,6 +214,9 @@ class PruneConfig:
                 raise ValueError(f"layer {name!r}: {e}") from None
             layers[name] = spec
         object.__setattr__(self, "layers", layers)
+        if not isinstance(self.remove_dead_units, bool):
+            raise ValueError(f"remove_dead_units must be true or false, got "
+                             f"{self.remove_dead_units!r}")
         check_stage_training(self.retrain, "retrain", self.lr_scale, self.val_size, self.seed)
 
     def check_model(self, model) -> None:
