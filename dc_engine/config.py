@@ -44,13 +44,24 @@ def has_shipped_config(architecture: str) -> bool:
     return (CONFIG_DIR / f"{architecture}.toml").is_file()
 
 
-def default_config_path(architecture: str) -> Path:
-    """The shipped config of a zoo architecture; ConfigError if there is none."""
-    p = CONFIG_DIR / f"{architecture}.toml"
+PRESETS = ("paper", "max")
+"""Shipped presets: ``"paper"`` (``ARCH.toml``, Deep Compression's settings, the default) and
+``"max"`` (``ARCH.max.toml``, the smallest file at the paper's error; README "Beyond the
+paper")."""
+
+
+def default_config_path(architecture: str, preset: str = "paper") -> Path:
+    """The shipped config of a zoo architecture for ``preset`` (:data:`PRESETS`);
+    ConfigError if there is none."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; presets: {list(PRESETS)}")
+    p = CONFIG_DIR / (f"{architecture}.toml" if preset == "paper"
+                      else f"{architecture}.{preset}.toml")
     if not p.exists():
         shipped = sorted(q.stem for q in CONFIG_DIR.glob("*.toml"))
-        raise ConfigError(f"no shipped config for architecture {architecture!r} (shipped: "
-                          f"{shipped}); pass --config FILE.toml")
+        kind = "" if preset == "paper" else f"{preset} "
+        raise ConfigError(f"no shipped {kind}config for architecture {architecture!r} "
+                          f"(shipped: {shipped}); pass --config FILE.toml")
     return p
 
 
@@ -115,4 +126,5 @@ def build_settings(cls, table: dict, what: str):
     return cls(**table)
 
 
-__all__ = ["load_toml", "dump_toml", "default_config_path", "build_settings", "CONFIG_DIR"]
+__all__ = ["load_toml", "dump_toml", "default_config_path", "build_settings", "CONFIG_DIR",
+           "PRESETS"]

@@ -18,7 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dc_engine.app.jobs import read_encode_config, read_prune_config, read_quantize_config
-from dc_engine.config import CONFIG_DIR, ConfigError, default_config_path, dump_toml, load_toml
+from dc_engine.config import (
+    CONFIG_DIR,
+    PRESETS,
+    ConfigError,
+    default_config_path,
+    dump_toml,
+    load_toml,
+)
 from dc_engine.core.zoo import ARCHITECTURES, RECIPES
 from dc_engine.stages.encode import EncodeConfig
 from dc_engine.stages.prune import LayerPrune, PruneConfig
@@ -157,20 +164,30 @@ def test_random_prune_configs_round_trip_through_toml(spec, lr_scale, val_size, 
 # ---------------------------------------------------------------------- shipped configs
 
 
-def test_every_architecture_has_a_shipped_config():
-    assert {p.stem for p in SHIPPED} == set(ARCHITECTURES)
+def _arch_preset(path):
+    """``("lenet-5", "max")`` for ``lenet-5.max.toml``, ``("lenet-5", "paper")`` for
+    ``lenet-5.toml``."""
+    arch, _, preset = path.stem.partition(".")
+    return arch, preset or "paper"
+
+
+def test_every_architecture_has_a_shipped_config_per_preset():
+    assert {_arch_preset(p) for p in SHIPPED} == {(a, p) for a in ARCHITECTURES
+                                                  for p in PRESETS}
     for arch in ARCHITECTURES:
         assert default_config_path(arch) == CONFIG_DIR / f"{arch}.toml"
+        assert default_config_path(arch, "max") == CONFIG_DIR / f"{arch}.max.toml"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_config_builds_and_fits_its_architecture(path):
-    arch = path.stem
+    arch, preset = _arch_preset(path)
     assert arch in ARCHITECTURES, f"{path.name} names no zoo architecture"
     table = load_toml(path)
     assert set(table) == {"prune", "quantize", "encode"}
     config = PruneConfig.from_dict(table["prune"])
-    assert read_prune_config(None, arch) == (config, path)
+    given = None if preset == "paper" else path  # the jobs' default is the paper preset
+    assert read_prune_config(given, arch) == (config, path)
     model = ARCHITECTURES[arch]()
     config.check_model(model)
     assert config.layers, "a shipped config prunes nothing"
@@ -178,14 +195,14 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     config.train_config(RECIPES[arch])  # the retraining settings form a valid TrainConfig
     assert _round_trip(config) == config
     qconfig = QuantizeConfig.from_dict(table["quantize"])
-    assert read_quantize_config(None, arch) == (qconfig, path)
+    assert read_quantize_config(given, arch) == (qconfig, path)
     qconfig.check_model(model)
     assert set(qconfig.bits) == {l.name for l in model.layers if "W" in l.params}
     qconfig.train_config(RECIPES[arch])
     assert QuantizeConfig.from_dict(
         tomllib.loads(dump_toml({"quantize": qconfig.to_dict()}))["quantize"]) == qconfig
     econfig = EncodeConfig.from_dict(table["encode"])
-    assert read_encode_config(None, arch) == (econfig, path)
+    assert read_encode_config(given, arch) == (econfig, path)
     assert EncodeConfig.from_dict(
         tomllib.loads(dump_toml({"encode": econfig.to_dict()}))["encode"]) == econfig
 

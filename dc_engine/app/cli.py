@@ -87,6 +87,7 @@ def _add_stage_parser(sub, name: str, summary: str, description: str, model: tup
 
 def _parser() -> argparse.ArgumentParser:
     from .._version import __version__
+    from ..config import PRESETS
     from ..core.zoo import ARCHITECTURES, RECIPES
 
     ap = _Parser(
@@ -193,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
                          "for an architecture with a shipped config; the default for a model "
                          "without one. The choice is printed and written as STEM.auto.toml "
                          "(edit it, pass it back with --config)")
+    cp.add_argument("--preset", choices=PRESETS,
+                    help="the architecture's shipped settings to use: 'paper' (Deep "
+                         "Compression's, the default) or 'max' (the smallest file at the "
+                         "paper's error: harder pruning, shared biases, compact container; "
+                         "README \"Beyond the paper\")")
     cp.add_argument("--budget", type=float, metavar="POINTS",
                     help="automatic settings: the validation error the compressed model may "
                          "add to the dense model's, in percentage points (default 0.1)")
@@ -450,6 +456,9 @@ def _cmd_compress(args) -> int:
     from . import jobs, report
 
     auto = None
+    if args.preset is not None and (args.config or args.auto or args.budget is not None):
+        raise CLIError("give --preset, --config or --auto/--budget, not two of them: each "
+                       "names the settings")
     if args.auto or args.budget is not None:
         if args.config:
             raise CLIError("give --config or --auto/--budget, not both: --auto chooses the "
@@ -476,7 +485,7 @@ def _cmd_compress(args) -> int:
     res = jobs.compress(args.model, out, config_path=args.config, data=args.data,
                         report_dir=args.report_dir, threads=args.threads,
                         progress=not args.no_progress, keep=args.keep, on_stage=on_stage,
-                        auto=auto)
+                        auto=auto, preset=args.preset)
     if args.json:
         print(json.dumps(res))
         return 0

@@ -110,9 +110,11 @@ def read_recipe(config_path) -> dict | None:
     return None if table is None else check_recipe(table, f"{config_path}: [train]")
 
 
-def read_compress_config(config_path, architecture: str) -> tuple[CompressConfig, Path]:
-    """All three tables of ``config_path`` (default: the architecture's shipped config)."""
-    path = Path(config_path) if config_path else default_config_path(architecture)
+def read_compress_config(config_path, architecture: str, preset: str = "paper"
+                         ) -> tuple[CompressConfig, Path]:
+    """All three tables of ``config_path`` (default: the architecture's shipped config of
+    ``preset``)."""
+    path = Path(config_path) if config_path else default_config_path(architecture, preset)
     return CompressConfig.from_toml(path), path
 
 
@@ -363,17 +365,19 @@ def inspect(path, validate: bool = True) -> dict:
 
 def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
              threads: int | None = None, progress: bool = True, keep: bool = False,
-             on_stage: Callable[[str], None] | None = None, auto=None) -> dict:
+             on_stage: Callable[[str], None] | None = None, auto=None,
+             preset: str | None = None) -> dict:
     """The whole job on a dense model file (:func:`dc_engine.compress` in between): writes
     ``out_path``, evaluates the written file, and writes every stage's report and figure into
     ``report_dir`` (default: the folder of ``out_path``): ``<stem>.pruned.report.json`` and
     ``.weights.png``, ``<stem>.quantized.report.json`` and ``.codebook.png``,
     ``<stem>.sizes.json`` and ``.png``, and ``<stem>.report.json`` with all of it.
 
-    Settings: ``config_path``, else the architecture's shipped config, else (or with
-    ``auto``: True, an AutoConfig or a dict of its fields) the automatic settings, which are
-    also written as ``<stem>.auto.toml`` (pass it back as ``config_path`` to run them again
-    without the search).
+    Settings: ``config_path``, else the architecture's shipped config of ``preset``
+    (:data:`dc_engine.config.PRESETS`; default "paper"), else (or with ``auto``: True, an
+    AutoConfig or a dict of its fields) the automatic settings, which are also written as
+    ``<stem>.auto.toml`` (pass it back as ``config_path`` to run them again without the
+    search).
 
     With ``keep``, the intermediate models are saved beside ``out_path`` as
     ``<stem>.pruned.h5`` and ``<stem>.quantized.h5``.
@@ -381,10 +385,15 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     t0 = time.perf_counter()
     out_path = Path(out_path)
     name = stem(out_path)
+    if preset is not None and (config_path is not None or auto):
+        raise ValueError("give a preset, a config or automatic settings, not two of them")
     model = _stage_input(dense_path, "compress", takes="unshared")
+    if preset is not None:
+        default_config_path(model.name, preset)  # no such preset: fail before any work
+        auto = False
     search = auto_settings(config_path, auto, model.name)
-    config, cfg_path = (None, None) if search else read_compress_config(config_path,
-                                                                        model.name)
+    config, cfg_path = (None, None) if search else read_compress_config(
+        config_path, model.name, preset or "paper")
     ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, auto=search or False,
                                         threads=threads, progress=progress, on_stage=on_stage)
