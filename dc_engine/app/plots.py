@@ -179,3 +179,52 @@ def size_plot(report: dict, path, title: str = "") -> Path | None:
     ax.set_ylim(top=max(kb) * 4)
     ax.set_title(title or f"{report.get('architecture', '')}: size after each stage")
     return _save(plt, fig, path)
+
+
+def frontier_plot(frontier: dict, path) -> Path | None:
+    """Test error against bytes (log scale), one panel per network: our files (``points``,
+    each ``{"label", "bytes", "test_error", "kind"}`` with kind "paper", "max" or
+    "intermediate") and published results (``published``, each ``{"method", "bytes",
+    "error", "counted"}``; "counted" other than "file" draws a hollow marker labelled "as
+    published: parameters or bits, not files")."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    nets = frontier["nets"]
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.0 * len(nets), 5.4), dpi=120,
+                             squeeze=False)
+    styles = {"paper": dict(marker="s", color="tab:blue", s=70, zorder=4),
+              "max": dict(marker="*", color="tab:red", s=220, zorder=5),
+              "intermediate": dict(marker="o", color="tab:grey", s=22, alpha=0.7, zorder=3)}
+    names = {"paper": "ours: paper preset (file on disk)", "max": "ours: max preset (file on disk)",
+             "intermediate": "ours: settings tried on the way (file on disk)"}
+    for ax, (arch, net) in zip(axes[0], nets.items()):
+        for kind in ("intermediate", "paper", "max"):
+            pts = [p for p in net["points"] if p["kind"] == kind]
+            if pts:
+                ax.scatter([p["bytes"] for p in pts], [100 * p["test_error"] for p in pts],
+                           label=names[kind], **styles[kind])
+        shown = False
+        for pub in net["published"]:
+            hollow = pub["counted"] != "file"
+            ax.scatter([pub["bytes"]], [100 * pub["error"]], marker="D", s=45, zorder=4,
+                       facecolors="none" if hollow else "k", edgecolors="k",
+                       label=None if shown else
+                       "as published: parameters or bits, not files")
+            shown = shown or hollow
+            ax.annotate(pub["method"], (pub["bytes"], 100 * pub["error"]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if net.get("paper_error") is not None:
+            ax.axhline(100 * net["paper_error"], color="grey", ls="--", lw=1,
+                       label="Deep Compression's reference error")
+        if net.get("size_goal") is not None:
+            ax.axvline(net["size_goal"], color="tab:red", ls=":", lw=1,
+                       label="size goal of the max preset")
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes (log scale)")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"{arch}: error against size")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    return _save(plt, fig, path)
+

@@ -1,0 +1,283 @@
+"""The max preset, measured: what each method beyond Deep Compression buys, the preset on data
+it was never tuned on, and the error-against-size picture.
+
+Subcommands (each writes JSON into bench/results/ or docs/results/):
+
+``ablation ARCH``
+    Prunes the dense baseline once with the max preset's [prune] table (dead units kept), then
+    builds the file with every method on, and with each method switched off in turn: dead-unit
+    removal, shared biases (stage 2's ``bias_bits`` and the shared bias coding), the column
+    scan order, the compact container. Reports bytes, validation error and time per variant.
+    Validation split only: no test image is read.
+
+``transfer ARCH``
+    The preset, unchanged, on a dataset it was never tuned on: MNIST with inverted intensities
+    (255 - x; written as ``out/mnist-inverted.npz``). Trains the dense baseline with the zoo's
+    recipe, compresses it with ``--preset paper`` and ``--preset max`` (the CLI, ``--threads
+    1``), and reports sizes, ratios and test errors.
+
+``explore ARCH CONFIG OUT [--pruned PRUNED]``
+    One setting tried on the way: the stages with CONFIG (from the dense baseline, or stages
+    2-3 from a pruned model), validation error only. The settings tried for the presets are in
+    ``docs/results/max/explore/``.
+
+``frontier``
+    The picture: test error against bytes for both LeNets (our files, published results),
+    from ``docs/results/max/frontier.json``; writes ``docs/results/max/frontier.png``.
+
+Usage::
+
+    python bench/max_preset.py ablation lenet-300-100   # about 15 minutes here
+    python bench/max_preset.py transfer lenet-300-100   # about 20 minutes
+    python bench/max_preset.py frontier
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import environment, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FRONTIER = ROOT / "docs" / "results" / "max"
+
+
+def _val_split(model):
+    import dc_engine
+    from dc_engine.stages.inputs import split_data
+
+    ds = dc_engine.load_mnist(ROOT / "data" / "mnist").for_input(model.input_shape)
+    return ds, split_data(ds, 5000, 0)
+
+
+def _build(pruned, split, config, *, surgery: bool, bias_bits: bool, order: str, bias: str,
+           container: str) -> dict:
+    """Quantize and encode a copy of ``pruned`` with the switches given; bytes, validation
+    error, seconds."""
+    import dataclasses
+    import tempfile
+
+    import dc_engine
+    from dc_engine.core.train import evaluate
+    from dc_engine.stages.encode import encode_model
+    from dc_engine.stages.quantize import quantize_model
+    from dc_engine.stages.surgery import remove_dead_units
+
+    t0 = time.perf_counter()
+    model = copy.deepcopy(pruned)
+    dead = {}
+    if surgery:
+        model, dead = remove_dead_units(model)
+    qcfg = config.quantize if bias_bits else dataclasses.replace(config.quantize, bias_bits={})
+    q = quantize_model(model, split, qcfg, progress=False, threads=1)
+    ecfg = dataclasses.replace(config.encode, order=order, bias=bias, container=container)
+    comp = encode_model(model, ecfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.dc.h5"
+        dc_engine.save(comp, path)
+        size = path.stat().st_size
+        val = evaluate(dc_engine.load(path), split[2], split[3])["error"]
+    return {"bytes": size, "val_error": val, "val_error_clustered": q["val_error_clustered"],
+            "dead_units": dead, "seconds": time.perf_counter() - t0}
+
+
+def ablation(arch: str, out: Path) -> dict:
+    import dataclasses
+
+    import dc_engine
+    from dc_engine.config import default_config_path
+    from dc_engine.core.train import evaluate
+    from dc_engine.stages.inputs import training_recipe
+    from dc_engine.stages.pipeline import CompressConfig, prune_stage
+    from dc_engine.threads import limit_threads
+
+    config = CompressConfig.from_toml(default_config_path(arch, "max"))
+    dense = dc_engine.load(ROOT / "data" / "models" / f"{arch}.h5")
+    ds, split = _val_split(dense)
+    recipe = training_recipe(dense, config.train)
+    with limit_threads(1):
+        t0 = time.perf_counter()
+        pruned = copy.deepcopy(dense)
+        pcfg = dataclasses.replace(config.prune, remove_dead_units=False)
+        prune_stage(pruned, split, pcfg, recipe, threads=1, progress=False)
+        prune_s = time.perf_counter() - t0
+        print(f"{arch}: pruned in {prune_s:.0f} s, validation error "
+              f"{evaluate(pruned, split[2], split[3])['error']:.4f}", flush=True)
+        on = dict(surgery=True, bias_bits=True, order=config.encode.order,
+                  bias=config.encode.bias, container=config.encode.container)
+        variants = {
+            "max preset (every method)": on,
+            "without dead-unit removal": dict(on, surgery=False),
+            "without shared biases (float32 biases)": dict(on, bias_bits=False, bias="float32"),
+            "without the column scan order (rows only)": dict(on, order="rows"),
+            "without the compact container": dict(on, container="classic"),
+            "Deep Compression's stage 2-3 (none of them)": dict(
+                surgery=False, bias_bits=False, order="rows", bias="float32",
+                container="classic"),
+        }
+        rows = {}
+        for name, switches in variants.items():
+            rows[name] = _build(pruned, split, config, **switches)
+            r = rows[name]
+            print(f"  {name:45s} {r['bytes']:7,d} B  val {100 * r['val_error']:.2f}%  "
+                  f"{r['seconds']:.0f} s", flush=True)
+    full = rows["max preset (every method)"]["bytes"]
+    res = {"architecture": arch, "config": config.to_dict(), "prune_seconds": prune_s,
+           "variants": rows,
+           "bytes_saved": {name.replace("without ", ""): r["bytes"] - full
+                           for name, r in rows.items() if name.startswith("without")},
+           "environment": environment(1, 0)}
+    write_json(out, res)
+    return res
+
+
+def inverted_mnist(path: Path) -> Path:
+    """MNIST with inverted intensities (255 - x), as one .npz (uint8 images, N x 28 x 28)."""
+    if path.is_file():
+        return path
+    folder = ROOT / "data" / "mnist"
+
+    def idx(name):
+        with gzip.open(folder / f"{name}.gz") as f:
+            raw = f.read()
+        ndim = raw[3]
+        dims = np.frombuffer(raw[4:4 + 4 * ndim], ">u4").astype(int)
+        return np.frombuffer(raw[4 + 4 * ndim:], np.uint8).reshape(dims)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, x_train=255 - idx("train-images-idx3-ubyte"),
+                        y_train=idx("train-labels-idx1-ubyte"),
+                        x_test=255 - idx("t10k-images-idx3-ubyte"),
+                        y_test=idx("t10k-labels-idx1-ubyte"))
+    return path
+
+
+def _cli(*args, json_out: bool = True) -> tuple[dict | None, float]:
+    """Run ``dc-engine ARGS`` (its JSON output parsed); fails loudly with its stderr."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dc_engine.app.cli", *args]
+                          + (["--json"] if json_out else []),
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"dc-engine {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1]) if json_out else None
+    return out, time.perf_counter() - t0
+
+
+def transfer(arch: str, out: Path, work: Path) -> dict:
+    data = inverted_mnist(work / "mnist-inverted.npz")
+    dense = work / f"{arch}.h5"
+    res = {"architecture": arch, "dataset": "MNIST, intensities inverted (255 - x)",
+           "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data)}
+    if not dense.is_file():
+        _, s = _cli("train", arch, "--out", str(dense), "--data", str(data), "--threads", "1",
+                    "--no-progress", json_out=False)
+        res["train_seconds"] = s
+    ev, _ = _cli("eval", str(dense), "--data", str(data))
+    res["dense_test_error"] = ev["error"]
+    for preset in ("paper", "max"):
+        path = work / f"{arch}.{preset}.dc.h5"
+        rep, s = _cli("compress", str(dense), "--out", str(path), "--data", str(data),
+                      "--preset", preset, "--threads", "1", "--force", "--no-progress")
+        ev, _ = _cli("eval", str(path), "--data", str(data))
+        res[preset] = {"bytes": path.stat().st_size, "test_error": ev["error"],
+                       "val_error": rep["quantize"]["val_error_finetuned"],
+                       "ratio": (rep["sizes"]["totals"]["original_bytes"]
+                                 if preset == "paper" else None),
+                       "seconds": s}
+        print(f"{arch} on inverted MNIST, {preset}: {path.stat().st_size:,} B, test error "
+              f"{100 * ev['error']:.2f}% (dense {100 * res['dense_test_error']:.2f}%)",
+              flush=True)
+    original = res["paper"]["ratio"]
+    for preset in ("paper", "max"):
+        res[preset]["ratio"] = original / res[preset]["bytes"]
+    res["original_bytes"] = original
+    res["environment"] = environment(1, 0)
+    write_json(out, res)
+    return res
+
+
+def explore(arch: str, config: Path, out: Path, pruned: Path | None = None) -> dict:
+    """One setting tried on the way to the preset: the three stages with ``config`` on the
+    dense baseline (or stages 2-3 on an already pruned model), the file written to ``out``,
+    VALIDATION error only (the dataset handed to the stages has no test images)."""
+    import dc_engine
+    from dc_engine.core.train import evaluate
+    from dc_engine.io.data import Dataset
+    from dc_engine.stages.encode import encode_model
+    from dc_engine.stages.pipeline import CompressConfig
+    from dc_engine.stages.pipeline import compress as compress_model
+    from dc_engine.stages.quantize import quantize_model
+    from dc_engine.stages.surgery import remove_dead_units
+    from dc_engine.threads import limit_threads
+
+    t0 = time.perf_counter()
+    cfg = CompressConfig.from_toml(config)
+    model = dc_engine.load(pruned or ROOT / "data" / "models" / f"{arch}.h5")
+    ds, split = _val_split(model)
+    no_test = Dataset(ds.x_train, ds.y_train, ds.x_train[:0], ds.y_train[:0])
+    with limit_threads(1):
+        if pruned is None:
+            comp, rep = compress_model(model, no_test, cfg, threads=1, progress=False)
+            dc_engine.save(rep["models"]["pruned"], out.with_name(
+                out.name.replace(".dc.h5", ".pruned.h5")))
+        else:
+            if cfg.prune.remove_dead_units:
+                model, _ = remove_dead_units(model)
+            quantize_model(model, split, cfg.quantize, progress=False, threads=1)
+            comp = encode_model(model, cfg.encode)
+        dc_engine.save(comp, out)
+        val = evaluate(dc_engine.load(out), split[2], split[3])["error"]
+    res = {"config": str(config), "file": str(out), "bytes": out.stat().st_size,
+           "val_error": val, "seconds": time.perf_counter() - t0}
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def frontier() -> Path | None:
+    from dc_engine.app.plots import frontier_plot
+
+    data = json.loads((FRONTIER / "frontier.json").read_text())
+    return frontier_plot(data, FRONTIER / "frontier.png")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("ablation")
+    a.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
+    a.add_argument("--json", type=Path)
+    t = sub.add_parser("transfer")
+    t.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
+    t.add_argument("--json", type=Path)
+    t.add_argument("--work", type=Path, default=ROOT / "out" / "transfer")
+    e = sub.add_parser("explore")
+    e.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
+    e.add_argument("config", type=Path)
+    e.add_argument("out", type=Path)
+    e.add_argument("--pruned", type=Path, help="start from this pruned model (stages 2-3)")
+    sub.add_parser("frontier")
+    args = ap.parse_args(argv)
+    if args.cmd == "ablation":
+        ablation(args.arch, args.json or RESULTS / f"max_ablation_{args.arch}.json")
+    elif args.cmd == "explore":
+        explore(args.arch, args.config, args.out, args.pruned)
+    elif args.cmd == "transfer":
+        transfer(args.arch, args.json or RESULTS / f"max_transfer_{args.arch}.json", args.work)
+    else:
+        print(f"wrote {frontier()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
