@@ -42,19 +42,15 @@ def _pairs(layers: list) -> list[tuple[int, list[int], int]]:
     return out
 
 
-def _unit_columns(producer, consumer, between: list) -> int | None:
-    """Consumer inputs per producer unit (1, or H*W after a Flatten of channels); None when
-    the two do not line up."""
-    n_units = producer.params["W"].shape[0]
-    if consumer.type_name == "Conv2D":
-        return 1 if consumer.params["W"].shape[1] == n_units else None
-    n_in = consumer.params["W"].shape[1]
-    if n_in % n_units:
+def _unit_columns(wp: np.ndarray, wc: np.ndarray) -> int | None:
+    """Consumer inputs per producer unit (1, or H*W after a Flatten of a conv's channels),
+    from the producer's and the consumer's weights; None when the two do not line up."""
+    n_units, n_in = wp.shape[0], wc.shape[1]
+    if wc.ndim == 4:  # a convolution reads channels
+        return 1 if n_in == n_units else None
+    if n_in % n_units or (n_in != n_units and wp.ndim != 4):
         return None
-    per = n_in // n_units
-    if per != 1 and producer.type_name != "Conv2D":
-        return None
-    return per
+    return n_in // n_units
 
 
 def _constant(value: np.ndarray, between: list) -> np.ndarray:
@@ -87,7 +83,7 @@ def remove_dead_units(model: Model) -> tuple[Model, dict]:
     if any(l.ties or l.masks for l in model.layers) or model.compressed:
         raise ValueError("remove dead units from a pruned model with float weights (no masks, "
                          "ties or compressed weights)")
-    layers = list(model.layers)
+    layers = model.layers
     params = [{k: np.array(v) for k, v in l.params.items()} for l in layers]
     hps = [dict(l.hyperparameters) for l in layers]
     report: dict = {}
@@ -96,14 +92,11 @@ def remove_dead_units(model: Model) -> tuple[Model, dict]:
         changed = False
         for p, between, c in _pairs(layers):
             wp, wc = params[p]["W"], params[c]["W"]
-            per = _unit_columns(layers[p], layers[c], [layers[i] for i in between])
+            per = _unit_columns(wp, wc)
             if per is None:
                 continue
             n = wp.shape[0]
-            if wc.ndim == 2:
-                reads = wc.reshape(wc.shape[0], n, per)
-            else:
-                reads = wc.reshape(wc.shape[0], n, -1)
+            reads = wc.reshape(wc.shape[0], n, -1)  # consumer outputs x units x reads per unit
             unread = ~np.any(reads != 0, axis=(0, 2))
             incoming = np.any(wp.reshape(n, -1) != 0, axis=1)
             bias = params[p].get("b")
@@ -139,15 +132,11 @@ def remove_dead_units(model: Model) -> tuple[Model, dict]:
             hps[p][_UNITS[layers[p].type_name][1]] = kept
             hps[c][_UNITS[layers[c].type_name][0]] = kept * (per if wc.ndim == 2 else 1)
             stats["kept"] = kept
-            for i in (p, c):
-                layers[i] = build_layer(layers[i].type_name, hps[i], layers[i].name,
-                                        params[i])
             changed = True
     if not report:
         return model, {}
-    out = Model([build_layer(l.type_name, dict(l.hyperparameters), l.name,
-                             {k: np.array(v) for k, v in l.params.items()} or None)
-                 for l in layers], model.input_shape, name=model.name)
+    out = Model([build_layer(l.type_name, hp, l.name, ps or None)
+                 for l, hp, ps in zip(layers, hps, params)], model.input_shape, name=model.name)
     out.metadata = dict(model.metadata)
     out.encoding = dict(model.encoding)
     return out, report
