@@ -61,9 +61,9 @@ def _val_split(model):
 
 
 def _build(pruned, split, config, *, surgery: bool, bias_bits: bool, order: str, bias: str,
-           container: str) -> dict:
-    """Quantize and encode a copy of ``pruned`` with the switches given; bytes, validation
-    error, seconds."""
+           container: str, out: Path | None = None) -> dict:
+    """Quantize and encode a copy of ``pruned`` with the switches given, the file written to
+    ``out`` (default: a temporary one); bytes, validation error, seconds."""
     import dataclasses
     import tempfile
 
@@ -83,7 +83,7 @@ def _build(pruned, split, config, *, surgery: bool, bias_bits: bool, order: str,
     ecfg = dataclasses.replace(config.encode, order=order, bias=bias, container=container)
     comp = encode_model(model, ecfg)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.dc.h5"
+        path = out or Path(tmp) / "m.dc.h5"
         dc_engine.save(comp, path)
         size = path.stat().st_size
         val = evaluate(dc_engine.load(path), split[2], split[3])["error"]
@@ -214,11 +214,8 @@ def explore(arch: str, config: Path, out: Path, pruned: Path | None = None) -> d
     import dc_engine
     from dc_engine.core.train import evaluate
     from dc_engine.io.data import Dataset
-    from dc_engine.stages.encode import encode_model
     from dc_engine.stages.pipeline import CompressConfig
     from dc_engine.stages.pipeline import compress as compress_model
-    from dc_engine.stages.quantize import quantize_model
-    from dc_engine.stages.surgery import remove_dead_units
     from dc_engine.threads import limit_threads
 
     t0 = time.perf_counter()
@@ -231,13 +228,12 @@ def explore(arch: str, config: Path, out: Path, pruned: Path | None = None) -> d
             comp, rep = compress_model(model, no_test, cfg, threads=1, progress=False)
             dc_engine.save(rep["models"]["pruned"], out.with_name(
                 out.name.replace(".dc.h5", ".pruned.h5")))
+            dc_engine.save(comp, out)
+            val = evaluate(dc_engine.load(out), split[2], split[3])["error"]
         else:
-            if cfg.prune.remove_dead_units:
-                model, _ = remove_dead_units(model)
-            quantize_model(model, split, cfg.quantize, progress=False, threads=1)
-            comp = encode_model(model, cfg.encode)
-        dc_engine.save(comp, out)
-        val = evaluate(dc_engine.load(out), split[2], split[3])["error"]
+            e = cfg.encode
+            val = _build(model, split, cfg, surgery=cfg.prune.remove_dead_units, bias_bits=True,
+                         order=e.order, bias=e.bias, container=e.container, out=out)["val_error"]
     res = {"config": str(config), "file": str(out), "bytes": out.stat().st_size,
            "val_error": val, "seconds": time.perf_counter() - t0}
     print(json.dumps(res), flush=True)
