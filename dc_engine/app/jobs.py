@@ -388,10 +388,7 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     if preset is not None and (config_path is not None or auto):
         raise ValueError("give a preset, a config or automatic settings, not two of them")
     model = _stage_input(dense_path, "compress", takes="unshared")
-    if preset is not None:
-        default_config_path(model.name, preset)  # no such preset: fail before any work
-        auto = False
-    search = auto_settings(config_path, auto, model.name)
+    search = auto_settings(config_path, False if preset is not None else auto, model.name)
     config, cfg_path = (None, None) if search else read_compress_config(
         config_path, model.name, preset or "paper")
     ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
