@@ -144,3 +144,47 @@ def naive_conv(x, w, b, stride, padding, groups=1):
                                         * xp[s, g * cg + ch, i * stride + a, j * stride + bb])
                     y[s, o, i, j] = acc
     return y
+
+
+def four_class_images(rng, n):
+    """Four classes, each a bright pair of rows in noise, (n, 1, 8, 8): learnable in one
+    epoch."""
+    y = rng.integers(0, 4, n)
+    x = rng.normal(0.0, 0.3, (n, 1, 8, 8)).astype(np.float32)
+    for c in range(4):
+        x[y == c, 0, 2 * c:2 * c + 2, :] += 1.0
+    return x, y.astype(np.int64)
+
+
+def tiny_convnet(rng, name="tiny"):
+    """conv c1 -> pool -> fc1 -> fc2 on (1, 8, 8) inputs, four classes."""
+    from dc_engine.core.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    from dc_engine.core.model import Model
+
+    return Model([Conv2D(1, 6, 3, padding=1, rng=rng, name="c1"), ReLU(name="r1"),
+                  MaxPool2D(2, name="p1"), Flatten(name="f"),
+                  Dense(96, 32, rng=rng, name="fc1"), ReLU(name="r2"),
+                  Dense(32, 4, rng=rng, name="fc2")], input_shape=(1, 8, 8), name=name)
+
+
+def four_class_dataset(noise: float = 0.0):
+    """900 training and 200 test images of :func:`four_class_images` (seed 0), with Gaussian
+    noise of std ``noise`` added (harder: the error of a net trained on it is not zero)."""
+    from dc_engine.io.data import Dataset
+
+    rng = np.random.default_rng(0)
+    (xtr, ytr), (xte, yte) = four_class_images(rng, 900), four_class_images(rng, 200)
+    if noise:
+        xtr += rng.normal(0, noise, xtr.shape).astype(np.float32)
+        xte += rng.normal(0, noise, xte.shape).astype(np.float32)
+    return Dataset(xtr, ytr, xte, yte)
+
+
+def trained_tiny_convnet(data):
+    """:func:`tiny_convnet` (seed 1) trained two epochs on ``data`` (lr 0.05)."""
+    from dc_engine.core.train import TrainConfig, fit
+
+    model = tiny_convnet(np.random.default_rng(1))
+    fit(model, data.x_train, data.y_train, TrainConfig(epochs=2, lr=0.05, lr_policy="fixed"),
+        progress=False, threads=1)
+    return model

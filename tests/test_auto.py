@@ -13,53 +13,34 @@ import dc_engine
 from dc_engine.app.cli import main
 from dc_engine.app.jobs import auto_toml
 from dc_engine.config import tomllib
-from dc_engine.core.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from dc_engine.core.layers import Conv2D, Dense, Flatten
 from dc_engine.core.model import Model
-from dc_engine.core.train import TrainConfig, evaluate, fit
+from dc_engine.core.train import evaluate
 from dc_engine.errors import ConfigError
 from dc_engine.io.data import Dataset
 from dc_engine.stages import auto as auto_mod
 from dc_engine.stages.auto import AutoConfig, envelope_choice, layer_scales
 from dc_engine.stages.pipeline import CompressConfig, auto_settings, compress
 
+from _helpers import four_class_dataset, four_class_images, tiny_convnet, trained_tiny_convnet
+
 FAST = {"rounds": 2, "epochs": 1, "finetune_epochs": 1}
-
-
-def _images(rng, n):
-    """Four classes, each a bright pair of rows in noise: learnable in one epoch."""
-    y = rng.integers(0, 4, n)
-    x = rng.normal(0.0, 0.3, (n, 1, 8, 8)).astype(np.float32)
-    for c in range(4):
-        x[y == c, 0, 2 * c:2 * c + 2, :] += 1.0
-    return x, y.astype(np.int64)
-
-
-def _net(rng, name="tiny"):
-    return Model([Conv2D(1, 6, 3, padding=1, rng=rng, name="c1"), ReLU(name="r1"),
-                  MaxPool2D(2, name="p1"), Flatten(name="f"),
-                  Dense(96, 32, rng=rng, name="fc1"), ReLU(name="r2"),
-                  Dense(32, 4, rng=rng, name="fc2")], input_shape=(1, 8, 8), name=name)
 
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    (xtr, ytr), (xte, yte) = _images(rng, 900), _images(rng, 200)
-    return Dataset(xtr, ytr, xte, yte)
+    return four_class_dataset()
 
 
 @pytest.fixture(scope="module")
 def dense(data):
-    model = _net(np.random.default_rng(1))
-    fit(model, data.x_train, data.y_train, TrainConfig(epochs=2, lr=0.05, lr_policy="fixed"),
-        progress=False, threads=1)
-    return model
+    return trained_tiny_convnet(data)
 
 
 def test_layer_scales_follow_the_papers_findings():
     rng = np.random.default_rng(0)
     cfg = AutoConfig(conv_scale=0.5, first_conv_scale=0.25)
-    assert layer_scales(_net(rng), cfg) == {"c1": 0.25, "fc1": 1.0, "fc2": 1.0}
+    assert layer_scales(tiny_convnet(rng), cfg) == {"c1": 0.25, "fc1": 1.0, "fc2": 1.0}
     two_convs = Model([Conv2D(1, 2, 3, rng=rng, name="a"), Conv2D(2, 2, 3, rng=rng, name="b"),
                        Flatten(), Dense(32, 3, rng=rng, name="d")], input_shape=(1, 8, 8))
     assert layer_scales(two_convs, cfg) == {"a": 0.25, "b": 0.5, "d": 1.0}
@@ -217,7 +198,7 @@ def test_a_bad_recipe_is_refused_not_replaced_by_the_default(dense, data):
 
 
 def test_too_little_data_for_a_validation_split(dense):
-    x, y = _images(np.random.default_rng(0), 5)
+    x, y = four_class_images(np.random.default_rng(0), 5)
     with pytest.raises(ValueError, match="validation split"):
         compress(dense, Dataset(x, y, x, y), auto=FAST, progress=False)
 
