@@ -493,6 +493,10 @@ def _cmd_compress(args) -> int:
         print("automatic settings (chosen on the validation split):")
         print(report.auto_table(res["auto"]), end="")
         print(f"wrote them to {_line(res['config_file'])} (pass it back with --config)")
+    if res.get("guard"):
+        print("validation guard ([guard] of the config; the settings taken are the report's "
+              "config):")
+        print(report.guard_table(res["guard"]), end="")
     print(report.compress_table(res), end="")
     print(f"saved {_line(out)} ({out.stat().st_size:,} bytes on disk)")
     return 0

@@ -43,6 +43,21 @@ def auto_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def guard_table(report: dict) -> str:
+    """The validation guard's attempts (a compress report's ``"guard"``) as text: rounds,
+    widths and validation error of each, the one taken marked."""
+    lines = [f"{'attempt':<8} {'rounds':>6} {'bits':>5} {'val error':>9}"]
+    for i, a in enumerate(report["attempts"]):
+        extra = f"+{a['extra_bits']}" if a["extra_bits"] else "as set"
+        mark = "  <- taken" if i == report["taken"] else ""
+        lines.append(f"{i + 1:<8} {a['rounds']:>6} {extra:>5} {_pct(a['val_error']):>9}"
+                     f"{mark}")
+    lines.append(f"validation error: dense {_pct(report['val_error_dense'])}, limit "
+                 f"{_pct(report['val_error_limit'])} "
+                 f"({'within' if report['within_budget'] else 'OVER'} the budget)")
+    return "\n".join(lines) + "\n"
+
+
 def prune_table(report: dict) -> str:
     """The per-layer pruning report as text (paper-style)."""
     rounds = report["rounds"]

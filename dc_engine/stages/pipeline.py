@@ -27,6 +27,7 @@ from ..io.data import Dataset
 from ..threads import limit_threads
 from .auto import AutoConfig, choose
 from .encode import EncodeConfig, encode_model
+from .guard import GuardConfig, back_off, widen
 from .inputs import check_recipe, split_data, training_recipe
 from .prune import PruneConfig, layer_stats, prune_model
 from .quantize import QuantizeConfig, quantize_model
@@ -36,6 +37,7 @@ from .surgery import remove_dead_units
 log = logging.getLogger(__name__)
 
 _STAGES = {"prune": PruneConfig, "quantize": QuantizeConfig, "encode": EncodeConfig}
+_TABLES = (*_STAGES, "train", "guard")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class CompressConfig:
     quantize: QuantizeConfig
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     train: dict | None = None
+    guard: GuardConfig | None = None
 
     def __post_init__(self):
         for name, cls in _STAGES.items():
@@ -61,6 +64,9 @@ class CompressConfig:
                                 f"{type(getattr(self, name)).__name__}")
         if self.train is not None:
             object.__setattr__(self, "train", check_recipe(self.train, "[train]"))
+        if self.guard is not None and not isinstance(self.guard, GuardConfig):
+            raise TypeError(f"CompressConfig.guard must be a GuardConfig or None, got "
+                            f"{type(self.guard).__name__}")
 
     @classmethod
     def from_dict(cls, tables: dict, source: str = "config") -> CompressConfig:
@@ -69,12 +75,16 @@ class CompressConfig:
         Raises
         ------
         ConfigError
-            A table is missing (``[encode]`` may be), or holds bad settings; the message
-            names ``source`` and the table.
+            A table is missing (``[encode]`` may be), unknown, or holds bad settings; the
+            message names ``source`` and the table.
         """
         if not isinstance(tables, dict):
             raise ConfigError(f"{source}: expected a table of stage tables, got "
                               f"{type(tables).__name__}")
+        unknown = sorted(set(tables) - set(_TABLES))
+        if unknown:
+            raise ConfigError(f"{source}: unknown table(s) {unknown}; a config has "
+                              f"{', '.join(f'[{t}]' for t in _TABLES)}")
         stages = {}
         for name, stage_cls in _STAGES.items():
             table = tables.get(name, {} if name == "encode" else None)
@@ -87,6 +97,14 @@ class CompressConfig:
         train = tables.get("train")
         if train is not None:
             stages["train"] = check_recipe(train, f"{source}: [train]")
+        guard = tables.get("guard")
+        if guard is not None:
+            if not isinstance(guard, dict):
+                raise ConfigError(f"{source}: [guard] must be a table")
+            try:
+                stages["guard"] = GuardConfig.from_dict(guard)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{source}: [guard]: {exc}") from None
         return cls(**stages)
 
     @classmethod
@@ -104,6 +122,8 @@ class CompressConfig:
         out = {name: getattr(self, name).to_dict() for name in _STAGES}
         if self.train is not None:
             out["train"] = dict(self.train)
+        if self.guard is not None:
+            out["guard"] = self.guard.to_dict()
         return out
 
     def to_toml(self) -> str:
@@ -154,19 +174,29 @@ def _check_float32(model) -> None:
 
 
 def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True,
+                on_round: Callable[[int, object], None] | None = None) -> dict:
     """Stage 1 as the jobs run it: :func:`prune_model` in place, then the masks dropped (the
     pruned weights are exact zeros, so a file stores none), with a report that adds the test
     errors before and after (None without test data), the totals, the settings and the time.
     With ``config.remove_dead_units`` the model's layers are then replaced by smaller ones
     (:func:`~dc_engine.stages.surgery.remove_dead_units`; the report's ``dead_units``); the
-    report's weight counts are those before the removal.
+    report's weight counts are those before the removal. ``on_round`` goes to
+    :func:`prune_model`.
     """
     t0 = time.perf_counter()
     with limit_threads(threads):
         test_dense = _test_error(model, data)
         report = prune_model(model, data, config, recipe=recipe, progress=progress,
-                             threads=threads)
+                             threads=threads, on_round=on_round)
+    return _finish_pruning(model, data, report, config, test_dense, t0, threads)
+
+
+def _finish_pruning(model, data, report: dict, config: PruneConfig, test_dense, t0: float,
+                    threads: int | None) -> dict:
+    """:func:`prune_stage` after :func:`prune_model`: the test error, the report, the
+    dead units removed."""
+    with limit_threads(threads):
         test_pruned = _test_error(model, data)
     report = _prune_report(model, report, config, test_dense, test_pruned, t0)
     if config.remove_dead_units:
@@ -211,6 +241,95 @@ def _quantize_report(report: dict, config: QuantizeConfig, test_before, test_aft
                   config=config.to_dict(), config_toml=dump_toml({"quantize": config.to_dict()}),
                   seconds=time.perf_counter() - t0)
     return report
+
+
+def _guarded_stages(model, data, config: CompressConfig, recipe: dict, *,
+                    threads: int | None, progress: bool, stage: Callable[[str], None]):
+    """Stages 1-2 under ``config.guard`` (:mod:`dc_engine.stages.guard`): the configured run,
+    then wider codes and earlier rounds while the validation error is over the budget.
+    Returns ``(prune report, pruned model, quantize report, quantized model, the config
+    taken, the guard's report)``."""
+    guard = config.guard
+    t0 = time.perf_counter()
+    rounds = config.prune.rounds
+    plan = guard.attempts(rounds)
+    keep = {rounds - 1 - k for k, _ in plan if k}  # 0-based rounds whose model is kept
+    _, _, x_val, y_val = split_data(data, config.quantize.val_size, config.quantize.seed)
+    if not len(x_val):
+        raise ConfigError("[guard] compares validation errors: give [quantize] a validation "
+                          "split (val_size >= 1)")
+    dense_val = evaluate(model, x_val, y_val)["error"]
+    limit = dense_val + guard.budget
+    snapshots = {}
+
+    def on_round(r: int, m) -> None:
+        if r in keep:
+            snapshots[r] = copy.deepcopy(m)
+
+    work = copy.deepcopy(model)
+    stage("stage 1/3: pruning and retraining")
+    with limit_threads(threads):
+        test_dense = _test_error(model, data)
+        raw = prune_model(work, data, config.prune, recipe=recipe, progress=progress,
+                          threads=threads, on_round=on_round)
+    t_pruned = time.perf_counter()
+    pruned_models = {}
+
+    def pruned_after(back: int):
+        """The pruned model and its report ``back`` rounds before the last."""
+        if back not in pruned_models:
+            pc = back_off(config.prune, back)
+            m = work if back == 0 else snapshots.pop(rounds - 1 - back)
+            rep = dict(raw, rounds=raw["rounds"][:rounds - back])
+            if back:
+                rep.pop("layers", None)
+            rep = _finish_pruning(m, data, rep, pc, test_dense, t0, threads)
+            rep["seconds"] = t_pruned - t0
+            pruned_models[back] = (pc, m, rep)
+        return pruned_models[back]
+
+    attempts, best, seen = [], None, set()
+    for back, extra in plan:
+        qc = widen(config.quantize, extra)
+        key = (back, tuple(sorted(qc.bits.items())), tuple(sorted(qc.bias_bits.items())))
+        if key in seen:  # every width already at the widest
+            continue
+        seen.add(key)
+        pc, pruned, p_report = pruned_after(back)
+        what = (f"{pc.rounds} of {rounds} rounds, " if back else "") + \
+            ("configured widths" if not extra else f"widths +{extra} bit{'s' * (extra > 1)}")
+        stage("stage 2/3: weight sharing and centroid fine-tuning" +
+              ("" if not attempts else f" (guard: {what})"))
+        quantized = copy.deepcopy(pruned)
+        quantized.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
+        q_report = quantize_stage(quantized, data, qc, recipe, threads=threads,
+                                  progress=progress)
+        val = q_report["val_error_finetuned"]
+        ok = val <= limit + 1e-12
+        attempts.append({"back_rounds": back, "extra_bits": extra, "rounds": pc.rounds,
+                         "bits": dict(qc.bits), "bias_bits": dict(qc.bias_bits),
+                         "val_error_pruned": p_report["rounds"][-1]["val_error_retrained"],
+                         "val_error": val, "accepted": ok, "seconds": q_report["seconds"]})
+        stage(f"guard: validation error {100 * val:.2f}% ({'within' if ok else 'over'} the "
+              f"limit {100 * limit:.2f}%: dense {100 * dense_val:.2f}% + "
+              f"{100 * guard.budget:g} points)")
+        if best is None or val < best[0]:
+            best = (val, len(attempts) - 1, pc, pruned, p_report, qc, quantized, q_report)
+        if ok:
+            break
+        if back not in {k for k, _ in plan[plan.index((back, extra)) + 1:]}:
+            pruned_models.pop(back)  # no later attempt starts from this round
+    val, taken, pc, pruned, p_report, qc, quantized, q_report = best
+    if not attempts[taken]["accepted"]:
+        log.warning("the guard found no attempt within the budget (limit %.2f%%): kept the "
+                    "one of lowest validation error, %.2f%%", 100 * limit, 100 * val)
+    report = {"settings": guard.to_dict(), "val_error_dense": dense_val,
+              "val_error_limit": limit, "attempts": attempts, "taken": taken,
+              "within_budget": attempts[taken]["accepted"],
+              "seconds": time.perf_counter() - t0}
+    taken_config = CompressConfig(prune=pc, quantize=qc, encode=config.encode,
+                                  train=config.train, guard=guard)
+    return p_report, pruned, q_report, quantized, taken_config, report
 
 
 def auto_settings(config, auto, architecture: str) -> AutoConfig | None:
@@ -289,6 +408,7 @@ def compress(model, data, config=None, *, auto=None, recipe: dict | None = None,
         raise ValueError(f"{model.name} is already compressed; compress a model with float "
                          f"weights")
     search = auto_settings(config, auto, model.name)
+    guard_report = None
     if search is not None:
         _check_float32(model)
         split_data(data, 0, 0)  # bad data: fail before work
@@ -323,20 +443,28 @@ def compress(model, data, config=None, *, auto=None, recipe: dict | None = None,
         config.quantize.check_model(model)
         _check_encodable(model, config)
         split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail first
-        work = copy.deepcopy(model)
-        with limit_threads(threads):
-            stage("stage 1/3: pruning and retraining")
-            p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
-                                   progress=progress)
-            pruned = copy.deepcopy(work)
+        if config.guard is not None:
+            with limit_threads(threads):
+                p_report, pruned, q_report, work, config, guard_report = _guarded_stages(
+                    model, data, config, recipe, threads=threads, progress=progress,
+                    stage=stage)
             pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
+        else:
+            work = copy.deepcopy(model)
+            with limit_threads(threads):
+                stage("stage 1/3: pruning and retraining")
+                p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
+                                       progress=progress)
+                pruned = copy.deepcopy(work)
+                pruned.metadata = {"command": "prune", "prune": p_report,
+                                   "train_config": recipe}
 
-            stage("stage 2/3: weight sharing and centroid fine-tuning")
-            work.metadata = pruned.metadata
-            q_report = quantize_stage(work, data, config.quantize, recipe, threads=threads,
-                                      progress=progress)
-            work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
-                                 train_config=recipe)
+                stage("stage 2/3: weight sharing and centroid fine-tuning")
+                work.metadata = pruned.metadata
+                q_report = quantize_stage(work, data, config.quantize, recipe,
+                                          threads=threads, progress=progress)
+        work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
+                             train_config=recipe)
 
     with limit_threads(threads):
         stage("stage 3/3: Huffman coding")
@@ -352,6 +480,7 @@ def compress(model, data, config=None, *, auto=None, recipe: dict | None = None,
         "config": config.to_dict(),
         "prune": p_report, "quantize": q_report,
         "auto": None if search is None else res.report,
+        "guard": guard_report,
         "seconds": time.perf_counter() - t0,
         "models": {"pruned": pruned, "quantized": work},
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -337,7 +338,8 @@ def prune_round(model, config: PruneConfig, round_index: int, train_cfg: TrainCo
 
 
 def prune_model(model, data, config: PruneConfig, *, recipe: dict | None = None,
-                progress: bool = True, threads: int | None = None) -> dict:
+                progress: bool = True, threads: int | None = None,
+                on_round: Callable[[int, object], None] | None = None) -> dict:
     """Iterative pruning with masked retraining, in place (LWC Sec. 3; DC Sec. 2).
 
     Each round: prune every configured layer to that round's target, evaluate on the
@@ -355,6 +357,8 @@ def prune_model(model, data, config: PruneConfig, *, recipe: dict | None = None,
         model's own recipe, :func:`dc_engine.stages.inputs.training_recipe`).
     progress : bool. Progress bars on stderr.
     threads : int, optional. BLAS and Numba threads.
+    on_round : callable, optional. Called as ``on_round(r, model)`` after round ``r``
+        (0-based) has been retrained, with the masks still on the model (e.g. to keep a copy).
 
     Returns
     -------
@@ -378,6 +382,8 @@ def prune_model(model, data, config: PruneConfig, *, recipe: dict | None = None,
     for r in range(config.rounds):
         report["rounds"].append(prune_round(model, config, r, train_cfg, split,
                                             progress=progress, threads=threads))
+        if on_round is not None:
+            on_round(r, model)
     report["layers"] = layer_stats(model)
     return report
 

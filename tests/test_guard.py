@@ -1,0 +1,224 @@
+"""The validation guard (dc_engine.stages.guard, a config's [guard] table): its settings, the
+order of its attempts, the configs it derives, and the whole job under it on a tiny conv net:
+within the budget it changes nothing; over it, it widens and steps back, and the settings it
+took replay the same file."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import dc_engine
+from dc_engine.errors import ConfigError
+from dc_engine.stages import pipeline
+from dc_engine.stages.guard import GuardConfig, back_off, widen
+from dc_engine.stages.pipeline import CompressConfig, compress
+from dc_engine.stages.prune import LayerPrune, PruneConfig
+from dc_engine.stages.quantize import QuantizeConfig
+
+from _helpers import four_class_dataset, trained_tiny_convnet
+
+TABLES = {
+    "prune": {"rounds": 2, "lr_scale": 0.5, "val_size": 150, "seed": 0,
+              "retrain": {"epochs": 1, "lr_policy": "fixed"},
+              "layers": {"c1": {"kept": 0.5}, "fc1": {"kept": 0.1}, "fc2": {"kept": 0.3}}},
+    "quantize": {"bits": {"c1": 2, "fc1": 2, "fc2": 2}, "bias_bits": {"fc1": 2},
+                 "val_size": 150, "seed": 0, "finetune": {"epochs": 1, "lr_policy": "fixed"}},
+    "encode": {"index_bits": "auto"},
+    "train": {"epochs": 2, "lr": 0.05, "lr_policy": "fixed"},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    # noisier than test_auto's: the dense net's error is not zero, so bits and rounds show
+    return four_class_dataset(noise=0.8)
+
+
+@pytest.fixture(scope="module")
+def dense(data):
+    return trained_tiny_convnet(data)
+
+
+def _config(**guard) -> CompressConfig:
+    tables = dict(TABLES)
+    if guard:
+        tables["guard"] = guard
+    return CompressConfig.from_dict(tables)
+
+
+def _file_bytes(model, tmp_path, name) -> bytes:
+    path = tmp_path / name
+    dc_engine.save(model, path)
+    return path.read_bytes()
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize("bad", [
+    {"budget": -0.1}, {"budget": 1.0}, {"budget": float("nan")}, {"budget": True},
+    {"budget": "0.1"}, {"extra_bits": -1}, {"extra_bits": 9}, {"extra_bits": 1.0},
+    {"back_rounds": -1}, {"back_rounds": False}, {"margin": 0.1},
+])
+def test_bad_guard_settings_are_config_errors_naming_the_table(bad):
+    with pytest.raises(ConfigError, match=r"\[guard\]"):
+        _config(**bad)
+
+
+def test_a_guard_that_is_not_a_table_and_unknown_tables_are_refused():
+    with pytest.raises(ConfigError, match=r"\[guard\] must be a table"):
+        CompressConfig.from_dict(dict(TABLES, guard=0.002))
+    with pytest.raises(ConfigError, match=r"unknown table\(s\) \['gaurd'\]"):
+        CompressConfig.from_dict(dict(TABLES, gaurd={"budget": 0.002}))
+
+
+def test_the_guard_round_trips_through_the_config_and_is_absent_by_default():
+    assert "guard" not in _config().to_dict()
+    cfg = _config(budget=0.01, extra_bits=1)
+    assert cfg.guard == GuardConfig(budget=0.01, extra_bits=1, back_rounds=2)
+    assert CompressConfig.from_dict(cfg.to_dict()) == cfg
+    assert CompressConfig.from_dict(dict(TABLES, guard={})).guard == GuardConfig()
+
+
+def test_attempts_widen_first_then_step_back_within_the_rounds_there_are():
+    g = GuardConfig(extra_bits=2, back_rounds=2)
+    assert g.attempts(6) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2),
+                             (2, 0), (2, 1), (2, 2)]
+    assert g.attempts(2) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert g.attempts(1) == [(0, 0), (0, 1), (0, 2)]
+    assert GuardConfig(extra_bits=0, back_rounds=0).attempts(6) == [(0, 0)]
+
+
+@pytest.mark.parametrize("kind,value", [("kept", 0.02), ("quality", 1.5),
+                                        ("kept", (0.5, 0.3, 0.2, 0.1))])
+def test_back_off_lists_the_rounds_applied(kind, value):
+    cfg = PruneConfig(layers={"a": LayerPrune(**{kind: value})}, rounds=4)
+    for back in range(4):
+        short = back_off(cfg, back)
+        assert short.rounds == 4 - back
+        assert short.layers["a"].per_round(short.rounds) == \
+            cfg.layers["a"].per_round(4)[:4 - back]
+    assert back_off(cfg, 0) is cfg
+    with pytest.raises(ValueError, match="cannot step back 4 of 4 rounds"):
+        back_off(cfg, 4)
+
+
+def test_widen_adds_bits_to_weights_and_biases_up_to_eight():
+    cfg = QuantizeConfig(bits={"a": 3, "b": 7, "c": 8, "d": 12}, bias_bits={"a": 4})
+    w = widen(cfg, 2)
+    assert w.bits == {"a": 5, "b": 8, "c": 8, "d": 12}
+    assert w.bias_bits == {"a": 6}
+    assert widen(cfg, 0) is cfg
+    assert w.init == cfg.init and w.finetune == cfg.finetune and w.seed == cfg.seed
+
+
+# ------------------------------------------------------------------------------- the job
+
+
+def test_within_the_budget_the_guard_changes_nothing(dense, data, tmp_path):
+    plain, rep_plain = compress(dense, data, _config(), threads=1, progress=False)
+    guarded, rep = compress(dense, data, _config(budget=0.9), threads=1, progress=False)
+    g = rep["guard"]
+    assert rep_plain["guard"] is None
+    assert len(g["attempts"]) == 1 and g["taken"] == 0 and g["within_budget"]
+    assert g["attempts"][0]["val_error"] == rep_plain["quantize"]["val_error_finetuned"]
+    assert g["val_error_limit"] == pytest.approx(g["val_error_dense"] + 0.9)
+    assert _file_bytes(guarded, tmp_path, "g.dc.h5") == _file_bytes(plain, tmp_path, "p.dc.h5")
+    assert rep["config"]["prune"] == rep_plain["config"]["prune"]
+    assert rep["config"]["quantize"] == rep_plain["config"]["quantize"]
+
+
+def _scripted(monkeypatch, errors):
+    """quantize_stage as it is, but each attempt's validation error taken from ``errors``
+    (the guard's decisions then follow a known script)."""
+    real = pipeline.quantize_stage
+    script = iter(errors)
+
+    def fake(*args, **kw):
+        report = real(*args, **kw)
+        report["val_error_finetuned"] = next(script)
+        return report
+
+    monkeypatch.setattr(pipeline, "quantize_stage", fake)
+
+
+def test_over_the_budget_it_widens_then_steps_back_and_takes_the_first_within(
+        dense, data, tmp_path, monkeypatch):
+    _scripted(monkeypatch, [0.9, 0.9, 0.9, 0.0])
+    model, rep = compress(dense, data, _config(budget=0.05, extra_bits=2, back_rounds=1),
+                          threads=1, progress=False)
+    g = rep["guard"]
+    assert [(a["back_rounds"], a["extra_bits"]) for a in g["attempts"]] == \
+        [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert [a["accepted"] for a in g["attempts"]] == [False, False, False, True]
+    assert g["taken"] == 3 and g["within_budget"]
+    taken = CompressConfig.from_dict(rep["config"])
+    assert taken.prune == back_off(_config().prune, 1)
+    assert taken.quantize == _config().quantize
+    # the model of round 1 was the start: its kept fractions are round 1's targets
+    kept = {s["name"]: s["kept_fraction"] for s in rep["prune"]["layers"]}
+    assert kept["fc1"] == pytest.approx(0.1 ** 0.5, abs=0.01)
+    assert len(rep["prune"]["rounds"]) == 1
+    # the settings taken, run again without the guard, write the same file
+    monkeypatch.undo()
+    again, _ = compress(dense, data, CompressConfig(taken.prune, taken.quantize, taken.encode,
+                                                    taken.train), threads=1, progress=False)
+    assert _file_bytes(again, tmp_path, "a.dc.h5") == _file_bytes(model, tmp_path, "m.dc.h5")
+
+
+def test_a_widened_attempt_is_taken_with_its_widths(dense, data, tmp_path, monkeypatch):
+    _scripted(monkeypatch, [0.9, 0.0])
+    model, rep = compress(dense, data, _config(budget=0.05), threads=1, progress=False)
+    taken = CompressConfig.from_dict(rep["config"])
+    assert rep["guard"]["taken"] == 1
+    assert taken.quantize.bits == {"c1": 3, "fc1": 3, "fc2": 3}
+    assert taken.quantize.bias_bits == {"fc1": 3}
+    assert taken.prune == _config().prune
+    assert {l.name: l.params[l.weight_name].weight_bits
+            for l in model.weighted_layers()} == taken.quantize.bits
+    monkeypatch.undo()
+    again, _ = compress(dense, data, CompressConfig(taken.prune, taken.quantize, taken.encode,
+                                                    taken.train), threads=1, progress=False)
+    assert _file_bytes(again, tmp_path, "a.dc.h5") == _file_bytes(model, tmp_path, "m.dc.h5")
+
+
+def test_none_within_keeps_the_lowest_and_says_so(dense, data, monkeypatch, caplog):
+    _scripted(monkeypatch, [0.9, 0.5, 0.7, 0.5])
+    with caplog.at_level(logging.WARNING, logger="dc_engine.stages.pipeline"):
+        _, rep = compress(dense, data, _config(budget=0.05, extra_bits=1, back_rounds=1),
+                          threads=1, progress=False)
+    g = rep["guard"]
+    assert len(g["attempts"]) == 4 and not g["within_budget"]
+    assert g["taken"] == 1  # the lowest, the earlier of a tie
+    assert "no attempt within the budget" in caplog.text
+
+
+def test_widths_already_at_eight_are_not_tried_twice(dense, data, monkeypatch):
+    tables = dict(TABLES, quantize=dict(TABLES["quantize"], bits={"c1": 8, "fc1": 8, "fc2": 8},
+                                        bias_bits={}),
+                  guard={"budget": 0.05, "extra_bits": 2, "back_rounds": 1})
+    _scripted(monkeypatch, [0.9, 0.9])
+    _, rep = compress(dense, data, CompressConfig.from_dict(tables), threads=1,
+                      progress=False)
+    assert [(a["back_rounds"], a["extra_bits"]) for a in rep["guard"]["attempts"]] == \
+        [(0, 0), (1, 0)]
+
+
+def test_the_command_line_prints_the_guard(dense, data, tmp_path, capsys):
+    from dc_engine.app.cli import main
+
+    dense_path = tmp_path / "tiny.h5"
+    dc_engine.save(dense, dense_path, metadata={"train_config": TABLES["train"]})
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+             y_test=data.y_test)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_config(budget=0.9).to_toml())
+    assert main(["compress", str(dense_path), "--config", str(cfg), "--data", str(npz),
+                 "--out", str(tmp_path / "tiny.dc.h5"), "--threads", "1",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation guard" in out and "<- taken" in out and "(within the budget)" in out
