@@ -28,6 +28,7 @@ from dc_engine.config import (
 )
 from dc_engine.core.zoo import ARCHITECTURES, RECIPES
 from dc_engine.stages.encode import EncodeConfig
+from dc_engine.stages.pipeline import CompressConfig
 from dc_engine.stages.prune import LayerPrune, PruneConfig
 from dc_engine.stages.quantize import QuantizeConfig
 
@@ -184,7 +185,12 @@ def test_shipped_config_builds_and_fits_its_architecture(path):
     arch, preset = _arch_preset(path)
     assert arch in ARCHITECTURES, f"{path.name} names no zoo architecture"
     table = load_toml(path)
-    assert set(table) == {"prune", "quantize", "encode"}
+    # the paper preset is the paper's stages as configured; the max preset adds the guard
+    assert set(table) == {"prune", "quantize", "encode"} | ({"guard"} if preset == "max"
+                                                            else set())
+    whole = CompressConfig.from_dict(table, str(path))
+    assert (whole.guard is not None) == (preset == "max")
+    assert CompressConfig.from_dict(whole.to_dict()) == whole
     config = PruneConfig.from_dict(table["prune"])
     given = None if preset == "paper" else path  # the jobs' default is the paper preset
     assert read_prune_config(given, arch) == (config, path)
