@@ -10,11 +10,13 @@ Subcommands (each writes JSON into bench/results/ or docs/results/):
     scan order, the compact container. Reports bytes, validation error and time per variant.
     Validation split only: no test image is read.
 
-``transfer ARCH``
-    The preset, unchanged, on a dataset it was never tuned on: MNIST with inverted intensities
-    (255 - x; written as ``out/mnist-inverted.npz``). Trains the dense baseline with the zoo's
-    recipe, compresses it with ``--preset paper`` and ``--preset max`` (the CLI, ``--threads
-    1``), and reports sizes, ratios and test errors.
+``transfer ARCH [--dataset inverted|shifted] [--presets paper,max]``
+    The presets, unchanged, on a dataset they were never tuned on: MNIST with inverted
+    intensities (255 - x) or with every digit moved by its own random offset of up to 4 pixels
+    (:data:`DATASETS`; written as ``out/transfer/mnist-NAME.npz``). Trains the dense baseline
+    with the zoo's recipe, compresses it with each preset (the CLI, ``--threads 1``), and
+    reports sizes, ratios against the dense network, validation and test errors, and the max
+    preset's guard attempts.
 
 ``explore ARCH CONFIG OUT [--pruned PRUNED]``
     One setting tried on the way: the stages with CONFIG (from the dense baseline, or stages
@@ -29,6 +31,7 @@ Usage::
 
     python bench/max_preset.py ablation lenet-300-100   # about 15 minutes here
     python bench/max_preset.py transfer lenet-300-100   # about 20 minutes
+    python bench/max_preset.py transfer lenet-300-100 --dataset shifted
     python bench/max_preset.py frontier
 """
 
@@ -141,10 +144,7 @@ def ablation(arch: str, out: Path) -> dict:
     return res
 
 
-def inverted_mnist(path: Path) -> Path:
-    """MNIST with inverted intensities (255 - x), as one .npz (uint8 images, N x 28 x 28)."""
-    if path.is_file():
-        return path
+def _mnist_arrays() -> dict:
     folder = ROOT / "data" / "mnist"
 
     def idx(name):
@@ -154,11 +154,46 @@ def inverted_mnist(path: Path) -> Path:
         dims = np.frombuffer(raw[4:4 + 4 * ndim], ">u4").astype(int)
         return np.frombuffer(raw[4 + 4 * ndim:], np.uint8).reshape(dims)
 
+    return {"x_train": idx("train-images-idx3-ubyte"), "y_train": idx("train-labels-idx1-ubyte"),
+            "x_test": idx("t10k-images-idx3-ubyte"), "y_test": idx("t10k-labels-idx1-ubyte")}
+
+
+def _shift(images: np.ndarray, rng: np.random.Generator, reach: int) -> np.ndarray:
+    """Each image moved by its own (dy, dx), both uniform in -reach..reach, zeros shifted in."""
+    n, h, w = images.shape
+    padded = np.zeros((n, h + 2 * reach, w + 2 * reach), np.uint8)
+    padded[:, reach:reach + h, reach:reach + w] = images
+    dy, dx = rng.integers(-reach, reach + 1, size=(2, n))
+    out = np.empty_like(images)
+    for i in range(n):
+        out[i] = padded[i, reach - dy[i]:reach - dy[i] + h, reach - dx[i]:reach - dx[i] + w]
+    return out
+
+
+DATASETS = {
+    "inverted": "MNIST, intensities inverted (255 - x)",
+    "shifted": "MNIST, every digit moved by its own random offset of up to 4 pixels in each "
+               "direction (seed 2026; zeros shifted in)",
+}
+"""The transformations of MNIST the transfer runs use (``transfer --dataset``)."""
+
+
+def transformed_mnist(name: str, path: Path) -> Path:
+    """MNIST transformed as :data:`DATASETS` says, as one .npz (uint8 images, N x 28 x 28)."""
+    if path.is_file():
+        return path
+    arrays = _mnist_arrays()
+    if name == "inverted":
+        for k in ("x_train", "x_test"):
+            arrays[k] = 255 - arrays[k]
+    elif name == "shifted":
+        rng = np.random.default_rng(2026)
+        for k in ("x_train", "x_test"):
+            arrays[k] = _shift(arrays[k], rng, 4)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, x_train=255 - idx("train-images-idx3-ubyte"),
-                        y_train=idx("train-labels-idx1-ubyte"),
-                        x_test=255 - idx("t10k-images-idx3-ubyte"),
-                        y_test=idx("t10k-labels-idx1-ubyte"))
+    np.savez_compressed(path, **arrays)
     return path
 
 
@@ -174,10 +209,12 @@ def _cli(*args, json_out: bool = True) -> tuple[dict | None, float]:
     return out, time.perf_counter() - t0
 
 
-def transfer(arch: str, out: Path, work: Path) -> dict:
-    data = inverted_mnist(work / "mnist-inverted.npz")
-    dense = work / f"{arch}.h5"
-    res = {"architecture": arch, "dataset": "MNIST, intensities inverted (255 - x)",
+def transfer(arch: str, out: Path, work: Path, dataset: str = "inverted",
+             presets: tuple = ("paper", "max")) -> dict:
+    data = transformed_mnist(dataset, work / f"mnist-{dataset}.npz")
+    stem = arch if dataset == "inverted" else f"{dataset}.{arch}"
+    dense = work / f"{stem}.h5"
+    res = {"architecture": arch, "dataset": DATASETS[dataset],
            "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data)}
     if not dense.is_file():
         _, s = _cli("train", arch, "--out", str(dense), "--data", str(data), "--threads", "1",
@@ -185,23 +222,23 @@ def transfer(arch: str, out: Path, work: Path) -> dict:
         res["train_seconds"] = s
     ev, _ = _cli("eval", str(dense), "--data", str(data))
     res["dense_test_error"] = ev["error"]
-    for preset in ("paper", "max"):
-        path = work / f"{arch}.{preset}.dc.h5"
+    # the dense network's 4 bytes per parameter (a file's own report counts the parameters it
+    # holds, fewer after dead-unit removal)
+    original = 4 * ev["params"]
+    res["original_bytes"] = original
+    for preset in presets:
+        path = work / f"{stem}.{preset}.dc.h5"
         rep, s = _cli("compress", str(dense), "--out", str(path), "--data", str(data),
                       "--preset", preset, "--threads", "1", "--force", "--no-progress")
         ev, _ = _cli("eval", str(path), "--data", str(data))
-        res[preset] = {"bytes": path.stat().st_size, "test_error": ev["error"],
+        res[preset] = {"bytes": path.stat().st_size, "ratio": original / path.stat().st_size,
+                       "test_error": ev["error"],
+                       "val_error_dense": rep["prune"]["val_error_dense"],
                        "val_error": rep["quantize"]["val_error_finetuned"],
-                       "ratio": (rep["sizes"]["totals"]["original_bytes"]
-                                 if preset == "paper" else None),
-                       "seconds": s}
-        print(f"{arch} on inverted MNIST, {preset}: {path.stat().st_size:,} B, test error "
-              f"{100 * ev['error']:.2f}% (dense {100 * res['dense_test_error']:.2f}%)",
-              flush=True)
-    original = res["paper"]["ratio"]
-    for preset in ("paper", "max"):
-        res[preset]["ratio"] = original / res[preset]["bytes"]
-    res["original_bytes"] = original
+                       "guard": rep.get("guard"), "config": rep["config"], "seconds": s}
+        print(f"{arch} on {dataset} MNIST, {preset}: {path.stat().st_size:,} B "
+              f"({res[preset]['ratio']:.1f}x), test error {100 * ev['error']:.2f}% "
+              f"(dense {100 * res['dense_test_error']:.2f}%)", flush=True)
     res["environment"] = environment(1, 0)
     write_json(out, res)
     return res
@@ -257,6 +294,9 @@ def main(argv=None) -> int:
     t.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
     t.add_argument("--json", type=Path)
     t.add_argument("--work", type=Path, default=ROOT / "out" / "transfer")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default="inverted")
+    t.add_argument("--presets", default="paper,max",
+                   help="comma-separated presets to run (default: paper,max)")
     e = sub.add_parser("explore")
     e.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
     e.add_argument("config", type=Path)
@@ -269,7 +309,9 @@ def main(argv=None) -> int:
     elif args.cmd == "explore":
         explore(args.arch, args.config, args.out, args.pruned)
     elif args.cmd == "transfer":
-        transfer(args.arch, args.json or RESULTS / f"max_transfer_{args.arch}.json", args.work)
+        name = args.arch if args.dataset == "inverted" else f"{args.dataset}_{args.arch}"
+        transfer(args.arch, args.json or RESULTS / f"max_transfer_{name}.json", args.work,
+                 args.dataset, tuple(args.presets.split(",")))
     else:
         print(f"wrote {frontier()}")
     return 0
