@@ -174,21 +174,19 @@ def _check_float32(model) -> None:
 
 
 def prune_stage(model, data, config: PruneConfig, recipe: dict, *, threads: int | None = None,
-                progress: bool = True,
-                on_round: Callable[[int, object], None] | None = None) -> dict:
+                progress: bool = True) -> dict:
     """Stage 1 as the jobs run it: :func:`prune_model` in place, then the masks dropped (the
     pruned weights are exact zeros, so a file stores none), with a report that adds the test
     errors before and after (None without test data), the totals, the settings and the time.
     With ``config.remove_dead_units`` the model's layers are then replaced by smaller ones
     (:func:`~dc_engine.stages.surgery.remove_dead_units`; the report's ``dead_units``); the
-    report's weight counts are those before the removal. ``on_round`` goes to
-    :func:`prune_model`.
+    report's weight counts are those before the removal.
     """
     t0 = time.perf_counter()
     with limit_threads(threads):
         test_dense = _test_error(model, data)
         report = prune_model(model, data, config, recipe=recipe, progress=progress,
-                             threads=threads, on_round=on_round)
+                             threads=threads)
     return _finish_pruning(model, data, report, config, test_dense, t0, threads)
 
 
@@ -243,23 +241,24 @@ def _quantize_report(report: dict, config: QuantizeConfig, test_before, test_aft
     return report
 
 
-def _guarded_stages(model, data, config: CompressConfig, recipe: dict, *,
-                    threads: int | None, progress: bool, stage: Callable[[str], None]):
-    """Stages 1-2 under ``config.guard`` (:mod:`dc_engine.stages.guard`): the configured run,
-    then wider codes and earlier rounds while the validation error is over the budget.
-    Returns ``(prune report, pruned model, quantize report, quantized model, the config
-    taken, the guard's report)``."""
+def _stages_1_2(model, data, config: CompressConfig, recipe: dict, *,
+                threads: int | None, progress: bool, stage: Callable[[str], None]):
+    """Stages 1-2 on a copy of ``model``: the configured run, and under ``config.guard``
+    (:mod:`dc_engine.stages.guard`) wider codes and earlier rounds while the validation error
+    is over the budget. Returns ``(prune report, pruned model, quantize report, quantized
+    model, the config taken, the guard's report or None)``."""
     guard = config.guard
     t0 = time.perf_counter()
     rounds = config.prune.rounds
-    plan = guard.attempts(rounds)
+    plan = [(0, 0)] if guard is None else guard.attempts(rounds)
     keep = {rounds - 1 - k for k, _ in plan if k}  # 0-based rounds whose model is kept
-    _, _, x_val, y_val = split_data(data, config.quantize.val_size, config.quantize.seed)
-    if not len(x_val):
-        raise ConfigError("[guard] compares validation errors: give [quantize] a validation "
-                          "split (val_size >= 1)")
-    dense_val = evaluate(model, x_val, y_val)["error"]
-    limit = dense_val + guard.budget
+    if guard is not None:
+        _, _, x_val, y_val = split_data(data, config.quantize.val_size, config.quantize.seed)
+        if not len(x_val):
+            raise ConfigError("[guard] compares validation errors: give [quantize] a "
+                              "validation split (val_size >= 1)")
+        dense_val = evaluate(model, x_val, y_val)["error"]
+        limit = dense_val + guard.budget
     snapshots = {}
 
     def on_round(r: int, m) -> None:
@@ -288,8 +287,17 @@ def _guarded_stages(model, data, config: CompressConfig, recipe: dict, *,
             pruned_models[back] = (pc, m, rep)
         return pruned_models[back]
 
+    if guard is None:
+        pc, pruned, p_report = pruned_after(0)
+        stage("stage 2/3: weight sharing and centroid fine-tuning")
+        quantized = copy.deepcopy(pruned)
+        quantized.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
+        q_report = quantize_stage(quantized, data, config.quantize, recipe, threads=threads,
+                                  progress=progress)
+        return p_report, pruned, q_report, quantized, config, None
+
     attempts, best, seen = [], None, set()
-    for back, extra in plan:
+    for i, (back, extra) in enumerate(plan):
         qc = widen(config.quantize, extra)
         key = (back, tuple(sorted(qc.bits.items())), tuple(sorted(qc.bias_bits.items())))
         if key in seen:  # every width already at the widest
@@ -317,7 +325,7 @@ def _guarded_stages(model, data, config: CompressConfig, recipe: dict, *,
             best = (val, len(attempts) - 1, pc, pruned, p_report, qc, quantized, q_report)
         if ok:
             break
-        if back not in {k for k, _ in plan[plan.index((back, extra)) + 1:]}:
+        if back not in {k for k, _ in plan[i + 1:]}:
             pruned_models.pop(back)  # no later attempt starts from this round
     val, taken, pc, pruned, p_report, qc, quantized, q_report = best
     if not attempts[taken]["accepted"]:
@@ -443,26 +451,10 @@ def compress(model, data, config=None, *, auto=None, recipe: dict | None = None,
         config.quantize.check_model(model)
         _check_encodable(model, config)
         split_data(data, config.prune.val_size, config.prune.seed)  # bad data: fail first
-        if config.guard is not None:
-            with limit_threads(threads):
-                p_report, pruned, q_report, work, config, guard_report = _guarded_stages(
-                    model, data, config, recipe, threads=threads, progress=progress,
-                    stage=stage)
-            pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
-        else:
-            work = copy.deepcopy(model)
-            with limit_threads(threads):
-                stage("stage 1/3: pruning and retraining")
-                p_report = prune_stage(work, data, config.prune, recipe, threads=threads,
-                                       progress=progress)
-                pruned = copy.deepcopy(work)
-                pruned.metadata = {"command": "prune", "prune": p_report,
-                                   "train_config": recipe}
-
-                stage("stage 2/3: weight sharing and centroid fine-tuning")
-                work.metadata = pruned.metadata
-                q_report = quantize_stage(work, data, config.quantize, recipe,
-                                          threads=threads, progress=progress)
+        with limit_threads(threads):
+            p_report, pruned, q_report, work, config, guard_report = _stages_1_2(
+                model, data, config, recipe, threads=threads, progress=progress, stage=stage)
+        pruned.metadata = {"command": "prune", "prune": p_report, "train_config": recipe}
         work.metadata = dict(pruned.metadata, command="quantize", quantize=q_report,
                              train_config=recipe)
 
