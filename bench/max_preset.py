@@ -10,9 +10,10 @@ Subcommands (each writes JSON into bench/results/ or docs/results/):
     scan order, the compact container. Reports bytes, validation error and time per variant.
     Validation split only: no test image is read.
 
-``transfer ARCH [--dataset inverted|shifted] [--presets paper,max]``
+``transfer ARCH [--dataset inverted|shifted|rotated] [--presets paper,max]``
     The presets, unchanged, on a dataset they were never tuned on: MNIST with inverted
     intensities (255 - x) or with every digit moved by its own random offset of up to 4 pixels
+    or with every digit turned by its own random angle of up to 20 degrees
     (:data:`DATASETS`; written as ``out/transfer/mnist-NAME.npz``). Trains the dense baseline
     with the zoo's recipe, compresses it with each preset (the CLI, ``--threads 1``), and
     reports sizes, ratios against the dense network, validation and test errors, and the max
@@ -170,8 +171,37 @@ def _shift(images: np.ndarray, rng: np.random.Generator, reach: int) -> np.ndarr
     return out
 
 
+def _rotate(images: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """Each image turned about its centre by its own angle, uniform in -degrees..degrees
+    (bilinear interpolation, zeros outside the image)."""
+    n, h, w = images.shape
+    angles = np.deg2rad(rng.uniform(-degrees, degrees, size=n))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    out = np.empty_like(images)
+    for lo in range(0, n, 5000):
+        a = angles[lo:lo + 5000, None, None]
+        img = images[lo:lo + 5000].astype(np.float64)
+        # inverse map: the source of output pixel p is R(-a) (p - c) + c
+        sy = np.cos(a) * (yy - cy) - np.sin(a) * (xx - cx) + cy
+        sx = np.sin(a) * (yy - cy) + np.cos(a) * (xx - cx) + cx
+        y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+        fy, fx = sy - y0, sx - x0
+        k = np.arange(len(img))[:, None, None]
+        acc = np.zeros_like(img)
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                yi, xi = y0 + dy, x0 + dx
+                inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+                acc += np.where(inside, img[k, yi.clip(0, h - 1), xi.clip(0, w - 1)], 0) * wy * wx
+        out[lo:lo + 5000] = np.rint(acc).clip(0, 255).astype(np.uint8)
+    return out
+
+
 DATASETS = {
     "inverted": "MNIST, intensities inverted (255 - x)",
+    "rotated": "MNIST, every digit turned about the image centre by its own random angle, "
+               "uniform in -20..20 degrees (seed 2027; bilinear, zeros outside)",
     "shifted": "MNIST, every digit moved by its own random offset of up to 4 pixels in each "
                "direction (seed 2026; zeros shifted in)",
 }
@@ -190,6 +220,10 @@ def transformed_mnist(name: str, path: Path) -> Path:
         rng = np.random.default_rng(2026)
         for k in ("x_train", "x_test"):
             arrays[k] = _shift(arrays[k], rng, 4)
+    elif name == "rotated":
+        rng = np.random.default_rng(2027)
+        for k in ("x_train", "x_test"):
+            arrays[k] = _rotate(arrays[k], rng, 20.0)
     else:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
