@@ -5,6 +5,7 @@ took replay the same file."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -207,18 +208,83 @@ def test_widths_already_at_eight_are_not_tried_twice(dense, data, monkeypatch):
         [(0, 0), (1, 0)]
 
 
-def test_the_command_line_prints_the_guard(dense, data, tmp_path, capsys):
-    from dc_engine.app.cli import main
-
+@pytest.fixture
+def cli_inputs(dense, data, tmp_path):
+    """The tiny net and its data as files, for the command line."""
     dense_path = tmp_path / "tiny.h5"
     dc_engine.save(dense, dense_path, metadata={"train_config": TABLES["train"]})
     npz = tmp_path / "d.npz"
     np.savez(npz, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
              y_test=data.y_test)
+    return dense_path, npz
+
+
+def _cli(cli_inputs, tmp_path, *args) -> int:
+    from dc_engine.app.cli import main
+
+    dense_path, npz = cli_inputs
+    return main(["compress", str(dense_path), "--data", str(npz), "--out",
+                 str(tmp_path / "tiny.dc.h5"), "--threads", "1", "--no-progress", *args])
+
+
+def test_the_command_line_prints_the_guard(cli_inputs, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(_config(budget=0.9).to_toml())
-    assert main(["compress", str(dense_path), "--config", str(cfg), "--data", str(npz),
-                 "--out", str(tmp_path / "tiny.dc.h5"), "--threads", "1",
-                 "--no-progress"]) == 0
+    assert _cli(cli_inputs, tmp_path, "--config", str(cfg)) == 0
     out = capsys.readouterr().out
     assert "validation guard" in out and "<- taken" in out and "(within the budget)" in out
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_budget_with_a_config_sets_its_guards_budget(cli_inputs, tmp_path, capsys, guarded):
+    """--budget beside --config replaces [guard]'s budget, or adds a guard with the defaults
+    for the rest; the report's config (which replays the file) carries it."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text((_config(budget=0.9, back_rounds=1) if guarded else _config()).to_toml())
+    assert _cli(cli_inputs, tmp_path, "--config", str(cfg), "--budget", "85", "--json") == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    want = {"budget": 0.85, "extra_bits": 2, "back_rounds": 1 if guarded else 2}
+    assert rep["config"]["guard"] == rep["guard"]["settings"] == want
+    assert rep["guard"]["val_error_limit"] == pytest.approx(rep["guard"]["val_error_dense"]
+                                                            + 0.85)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "c.toml", "--auto"], "give --config or --auto, not both"),
+    (["--config", "c.toml", "--budget", "100"], "in [0, 100): got 100"),
+])
+def test_bad_arguments_are_refused_before_any_work(cli_inputs, tmp_path, capsys, args,
+                                                   message):
+    assert _cli(cli_inputs, tmp_path, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "tiny.dc.h5").exists()
+
+
+def test_budget_with_a_preset_guards_the_shipped_settings(tmp_path, monkeypatch, capsys):
+    """``--preset max --budget 0.05``: the shipped max config, its guard's budget replaced
+    (its other guard settings kept); the stages receive exactly that."""
+    from dc_engine.app import jobs
+    from dc_engine.app.cli import main
+
+    seen = {}
+
+    def stop(model, data, config, **kw):
+        seen["config"] = config
+        raise KeyboardInterrupt  # no need to run the stages
+
+    monkeypatch.setattr(jobs, "compress_model", stop)
+    rc = main(["compress", "data/models/lenet-5.h5", "--preset", "max", "--budget", "0.05",
+               "--out", str(tmp_path / "o.dc.h5"), "--no-progress"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    shipped = CompressConfig.from_toml("dc_engine/configs/lenet-5.max.toml")
+    assert seen["config"] == shipped.with_guard(budget=0.0005)
+    assert seen["config"].guard.back_rounds == shipped.guard.back_rounds == 5
+    assert not (tmp_path / "o.dc.h5").exists()
+
+
+def test_guard_settings_with_automatic_settings_are_refused(cli_inputs, tmp_path):
+    from dc_engine.app import jobs
+
+    with pytest.raises(ValueError, match="automatic settings have their own budget"):
+        jobs.compress(cli_inputs[0], tmp_path / "o.dc.h5", data=cli_inputs[1], auto=True,
+                      guard={"budget": 0.01})

@@ -205,7 +205,7 @@ def test_presets_resolve_to_shipped_files():
 def test_cli_preset_conflicts(tmp_path, capsys):
     from dc_engine.app.cli import main
 
-    for extra in (["--config", "x.toml"], ["--auto"], ["--budget", "0.2"]):
+    for extra in (["--config", "x.toml"], ["--auto"]):
         rc = main(["compress", "data/models/lenet-5.h5", "--out", str(tmp_path / "o.dc.h5"),
                    "--preset", "max", *extra])
         assert rc == 2

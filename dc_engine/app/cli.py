@@ -200,8 +200,12 @@ def _parser() -> argparse.ArgumentParser:
                          "paper's error: harder pruning, shared biases, compact container; "
                          "README \"Beyond the paper\")")
     cp.add_argument("--budget", type=float, metavar="POINTS",
-                    help="automatic settings: the validation error the compressed model may "
-                         "add to the dense model's, in percentage points (default 0.1)")
+                    help="the validation error the compressed model may add to the dense "
+                         "model's, in percentage points. Alone or with --auto: the automatic "
+                         "settings' budget (default 0.1). With --preset or --config: the "
+                         "validation guard's budget, replacing the config's [guard] budget "
+                         "(a config without [guard] gets one with its other defaults; the max "
+                         "preset's is 0.2)")
 
     encp = _add_stage_parser(
         sub, "encode", "stage 3: Huffman-encode a quantized model into MODEL.dc.h5",
@@ -455,19 +459,21 @@ def _cmd_bits_sweep(args) -> int:
 def _cmd_compress(args) -> int:
     from . import jobs, report
 
-    auto = None
-    if args.preset is not None and (args.config or args.auto or args.budget is not None):
-        raise CLIError("give --preset, --config or --auto/--budget, not two of them: each "
-                       "names the settings")
-    if args.auto or args.budget is not None:
-        if args.config:
-            raise CLIError("give --config or --auto/--budget, not both: --auto chooses the "
-                           "settings that a config file would give")
-        if args.budget is not None and (not math.isfinite(args.budget)
-                                        or not 0 <= args.budget < 100):
-            raise CLIError(f"--budget is in percentage points, in [0, 100): got "
-                           f"{args.budget}")
-        auto = {} if args.budget is None else {"budget": args.budget / 100}
+    auto = guard = None
+    if args.preset is not None and (args.config or args.auto):
+        raise CLIError("give --preset, --config or --auto, not two of them: each names the "
+                       "settings")
+    if args.auto and args.config:
+        raise CLIError("give --config or --auto, not both: --auto chooses the settings that a "
+                       "config file would give")
+    if args.budget is not None and (not math.isfinite(args.budget)
+                                    or not 0 <= args.budget < 100):
+        raise CLIError(f"--budget is in percentage points, in [0, 100): got {args.budget}")
+    budget = None if args.budget is None else {"budget": args.budget / 100}
+    if args.preset is not None or args.config:
+        guard = budget  # the validation guard of the named settings
+    elif args.auto or budget is not None:
+        auto = budget or {}
     out = _out(args)
     if Path(args.model).is_file():  # the long job's output folder is made for it (mkdir -p)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -485,7 +491,7 @@ def _cmd_compress(args) -> int:
     res = jobs.compress(args.model, out, config_path=args.config, data=args.data,
                         report_dir=args.report_dir, threads=args.threads,
                         progress=not args.no_progress, keep=args.keep, on_stage=on_stage,
-                        auto=auto, preset=args.preset)
+                        auto=auto, preset=args.preset, guard=guard)
     if args.json:
         print(json.dumps(res))
         return 0

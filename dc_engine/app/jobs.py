@@ -366,7 +366,7 @@ def inspect(path, validate: bool = True) -> dict:
 def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
              threads: int | None = None, progress: bool = True, keep: bool = False,
              on_stage: Callable[[str], None] | None = None, auto=None,
-             preset: str | None = None) -> dict:
+             preset: str | None = None, guard: dict | None = None) -> dict:
     """The whole job on a dense model file (:func:`dc_engine.compress` in between): writes
     ``out_path``, evaluates the written file, and writes every stage's report and figure into
     ``report_dir`` (default: the folder of ``out_path``): ``<stem>.pruned.report.json`` and
@@ -379,6 +379,10 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
     ``<stem>.auto.toml`` (pass it back as ``config_path`` to run them again without the
     search).
 
+    ``guard``: fields of a :class:`~dc_engine.stages.guard.GuardConfig` (e.g. ``{"budget":
+    0.001}``) that replace those of the config's ``[guard]`` (a config without one gets the
+    defaults for the rest); not with automatic settings, which have their own budget.
+
     With ``keep``, the intermediate models are saved beside ``out_path`` as
     ``<stem>.pruned.h5`` and ``<stem>.quantized.h5``.
     """
@@ -389,8 +393,13 @@ def compress(dense_path, out_path, config_path=None, data=None, report_dir=None,
         raise ValueError("give a preset, a config or automatic settings, not two of them")
     model = _stage_input(dense_path, "compress", takes="unshared")
     search = auto_settings(config_path, False if preset is not None else auto, model.name)
+    if guard and search:
+        raise ValueError("guard settings apply to a config or a preset; automatic settings "
+                         "have their own budget")
     config, cfg_path = (None, None) if search else read_compress_config(
         config_path, model.name, preset or "paper")
+    if guard:
+        config = config.with_guard(**guard)
     ds = load_dataset(data).for_input(model.input_shape, str(dense_path))
     compressed, report = compress_model(model, ds, config, auto=search or False,
                                         threads=threads, progress=progress, on_stage=on_stage)

@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,16 @@ class CompressConfig:
         """The shipped config of a zoo architecture (``dc_engine/configs/ARCH.toml``);
         ConfigError when there is none."""
         return cls.from_toml(default_config_path(architecture))
+
+    def with_guard(self, **fields) -> CompressConfig:
+        """This config with ``fields`` of its ``[guard]`` replaced (a config without a guard
+        gets :class:`GuardConfig`'s defaults for the others); ConfigError on a bad field."""
+        base = self.guard.to_dict() if self.guard is not None else {}
+        try:
+            guard = GuardConfig.from_dict({**base, **fields})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[guard]: {exc}") from None
+        return replace(self, guard=guard)
 
     def to_dict(self) -> dict:
         out = {name: getattr(self, name).to_dict() for name in _STAGES}
