@@ -10,11 +10,13 @@ import logging
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dc_engine
 from dc_engine.errors import ConfigError
 from dc_engine.stages import pipeline
-from dc_engine.stages.guard import GuardConfig, back_off, widen
+from dc_engine.stages.guard import GuardConfig, back_off, paired_difference, widen
 from dc_engine.stages.pipeline import CompressConfig, compress
 from dc_engine.stages.prune import LayerPrune, PruneConfig
 from dc_engine.stages.quantize import QuantizeConfig
@@ -116,6 +118,25 @@ def test_widen_adds_bits_to_weights_and_biases_up_to_eight():
     assert w.init == cfg.init and w.finetune == cfg.finetune and w.seed == cfg.seed
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=400))
+def test_paired_difference_matches_the_per_image_differences(pairs):
+    a, b = (np.array(v, bool) for v in zip(*pairs))
+    got = paired_difference(a, b)
+    d = a.astype(int) - b.astype(int)  # +1 lost, -1 won, 0 the same
+    assert got["lost"] == int(np.sum(d == 1)) and got["won"] == int(np.sum(d == -1))
+    assert got["difference"] == pytest.approx(np.mean(~b) - np.mean(~a), abs=1e-12)
+    # the standard error of a mean of paired differences (population variance)
+    assert got["se"] == pytest.approx(np.std(d) / np.sqrt(len(d)), abs=1e-12)
+
+
+@pytest.mark.parametrize("a, b", [([True], [True, False]), ([], []),
+                                  ([[True]], [[False]])])
+def test_paired_difference_refuses_mismatched_or_empty_inputs(a, b):
+    with pytest.raises(ValueError, match="two boolean arrays of one non-zero length"):
+        paired_difference(np.array(a, bool), np.array(b, bool))
+
+
 # ------------------------------------------------------------------------------- the job
 
 
@@ -130,6 +151,12 @@ def test_within_the_budget_the_guard_changes_nothing(dense, data, tmp_path):
     assert _file_bytes(guarded, tmp_path, "g.dc.h5") == _file_bytes(plain, tmp_path, "p.dc.h5")
     assert rep["config"]["prune"] == rep_plain["config"]["prune"]
     assert rep["config"]["quantize"] == rep_plain["config"]["quantize"]
+    # the paired counts are those of the model taken, on the split the errors came from
+    a = g["attempts"][0]
+    n = TABLES["quantize"]["val_size"]
+    assert (a["val_lost"] - a["val_won"]) / n == pytest.approx(a["val_error"]
+                                                             - g["val_error_dense"])
+    assert 0 <= a["val_difference_se"] <= ((a["val_lost"] + a["val_won"]) ** 0.5 / n) + 1e-12
 
 
 def _scripted(monkeypatch, errors):
@@ -233,6 +260,19 @@ def test_the_command_line_prints_the_guard(cli_inputs, tmp_path, capsys):
     assert _cli(cli_inputs, tmp_path, "--config", str(cfg)) == 0
     out = capsys.readouterr().out
     assert "validation guard" in out and "<- taken" in out and "(within the budget)" in out
+    assert "vs dense (s.e.)" in out
+
+
+def test_the_table_reads_reports_written_before_the_standard_error():
+    from dc_engine.app.report import guard_table
+
+    g = {"val_error_dense": 0.02, "val_error_limit": 0.022, "taken": 1, "within_budget": True,
+         "attempts": [{"rounds": 6, "extra_bits": 0, "val_error": 0.025},
+                      {"rounds": 6, "extra_bits": 1, "val_error": 0.021,
+                       "val_difference_se": 0.0014}]}
+    lines = guard_table(g).splitlines()
+    assert lines[1].split()[-1] == "+0.50"
+    assert lines[2].split()[-4:] == ["+0.10", "(0.14)", "<-", "taken"]
 
 
 @pytest.mark.parametrize("guarded", [True, False])

@@ -45,13 +45,19 @@ def auto_table(report: dict) -> str:
 
 def guard_table(report: dict) -> str:
     """The validation guard's attempts (a compress report's ``"guard"``) as text: rounds,
-    widths and validation error of each, the one taken marked."""
-    lines = [f"{'attempt':<8} {'rounds':>6} {'bits':>5} {'val error':>9}"]
+    widths, validation error of each and its difference from the dense model's with the
+    difference's standard error (reports before it was recorded: without), the one taken
+    marked."""
+    lines = [f"{'attempt':<8} {'rounds':>6} {'bits':>5} {'val error':>9} "
+             f"{'vs dense (s.e.)':>16}"]
     for i, a in enumerate(report["attempts"]):
         extra = f"+{a['extra_bits']}" if a["extra_bits"] else "as set"
         mark = "  <- taken" if i == report["taken"] else ""
-        lines.append(f"{i + 1:<8} {a['rounds']:>6} {extra:>5} {_pct(a['val_error']):>9}"
-                     f"{mark}")
+        diff = 100 * (a["val_error"] - report["val_error_dense"])
+        se = a.get("val_difference_se")
+        vs = f"{diff:+.2f}" + ("" if se is None else f" ({100 * se:.2f})")
+        lines.append(f"{i + 1:<8} {a['rounds']:>6} {extra:>5} {_pct(a['val_error']):>9} "
+                     f"{vs:>16}{mark}")
     lines.append(f"validation error: dense {_pct(report['val_error_dense'])}, limit "
                  f"{_pct(report['val_error_limit'])} "
                  f"({'within' if report['within_budget'] else 'OVER'} the budget)")

@@ -27,7 +27,7 @@ from ..io.data import Dataset
 from ..threads import limit_threads
 from .auto import AutoConfig, choose
 from .encode import EncodeConfig, encode_model
-from .guard import GuardConfig, back_off, widen
+from .guard import GuardConfig, back_off, paired_difference, widen
 from .inputs import check_recipe, split_data, training_recipe
 from .prune import PruneConfig, layer_stats, prune_model
 from .quantize import QuantizeConfig, quantize_model
@@ -268,6 +268,7 @@ def _stages_1_2(model, data, config: CompressConfig, recipe: dict, *,
             raise ConfigError("[guard] compares validation errors: give [quantize] a "
                               "validation split (val_size >= 1)")
         dense_val = evaluate(model, x_val, y_val)["error"]
+        dense_right = model.predict(x_val) == y_val
         limit = dense_val + guard.budget
     snapshots = {}
 
@@ -324,13 +325,18 @@ def _stages_1_2(model, data, config: CompressConfig, recipe: dict, *,
                                   progress=progress)
         val = q_report["val_error_finetuned"]
         ok = val <= limit + 1e-12
+        with limit_threads(threads):
+            paired = paired_difference(dense_right, quantized.predict(x_val) == y_val)
         attempts.append({"back_rounds": back, "extra_bits": extra, "rounds": pc.rounds,
                          "bits": dict(qc.bits), "bias_bits": dict(qc.bias_bits),
                          "val_error_pruned": p_report["rounds"][-1]["val_error_retrained"],
-                         "val_error": val, "accepted": ok, "seconds": q_report["seconds"]})
+                         "val_error": val, "accepted": ok, "seconds": q_report["seconds"],
+                         "val_lost": paired["lost"], "val_won": paired["won"],
+                         "val_difference_se": paired["se"]})
         stage(f"guard: validation error {100 * val:.2f}% ({'within' if ok else 'over'} the "
               f"limit {100 * limit:.2f}%: dense {100 * dense_val:.2f}% + "
-              f"{100 * guard.budget:g} points)")
+              f"{100 * guard.budget:g} points; the difference's standard error "
+              f"{100 * paired['se']:.2f} points)")
         if best is None or val < best[0]:
             best = (val, len(attempts) - 1, pc, pruned, p_report, qc, quantized, q_report)
         if ok:
