@@ -10,14 +10,15 @@ Subcommands (each writes JSON into bench/results/ or docs/results/):
     scan order, the compact container. Reports bytes, validation error and time per variant.
     Validation split only: no test image is read.
 
-``transfer ARCH [--dataset inverted|shifted|rotated] [--presets paper,max]``
-    The presets, unchanged, on a dataset they were never tuned on: MNIST with inverted
-    intensities (255 - x) or with every digit moved by its own random offset of up to 4 pixels
-    or with every digit turned by its own random angle of up to 20 degrees
-    (:data:`DATASETS`; written as ``out/transfer/mnist-NAME.npz``). Trains the dense baseline
-    with the zoo's recipe, compresses it with each preset (the CLI, ``--threads 1``), and
-    reports sizes, ratios against the dense network, validation and test errors, and the max
-    preset's guard attempts.
+``transfer ARCH [--dataset NAME] [--presets paper,max]``
+    The presets, unchanged, on a dataset they were never tuned on: MNIST transformed, NAME one
+    of inverted (255 - x), shifted (every digit moved by its own random offset of up to 4
+    pixels), rotated (turned by its own random angle of up to 20 degrees), thick (strokes
+    dilated), noisy (Gaussian pixel noise); the exact transformations are :data:`DATASETS`,
+    written as ``out/transfer/mnist-NAME.npz``. Trains the dense baseline with the zoo's
+    recipe, compresses it with each preset (the CLI, ``--threads 1``), and reports sizes,
+    ratios against the dense network, validation and test errors, and the max preset's guard
+    attempts.
 
 ``explore ARCH CONFIG OUT [--pruned PRUNED]``
     One setting tried on the way: the stages with CONFIG (from the dense baseline, or stages
@@ -198,10 +199,30 @@ def _rotate(images: np.ndarray, rng: np.random.Generator, degrees: float) -> np.
     return out
 
 
+def _thicken(images: np.ndarray) -> np.ndarray:
+    """Strokes thickened: each pixel the largest of its 3 x 3 neighbourhood (grey dilation)."""
+    n, h, w = images.shape
+    padded = np.zeros((n, h + 2, w + 2), images.dtype)
+    padded[:, 1:-1, 1:-1] = images
+    return np.max([padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)],
+                  axis=0)
+
+
+def _add_noise(images: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Gaussian noise of standard deviation ``sigma`` (intensity units) added to every pixel,
+    rounded and clipped to 0..255."""
+    noisy = images + rng.normal(0.0, sigma, size=images.shape)
+    return np.rint(noisy).clip(0, 255).astype(np.uint8)
+
+
 DATASETS = {
     "inverted": "MNIST, intensities inverted (255 - x)",
     "rotated": "MNIST, every digit turned about the image centre by its own random angle, "
                "uniform in -20..20 degrees (seed 2027; bilinear, zeros outside)",
+    "thick": "MNIST, strokes thickened by a 3 x 3 grey dilation (each pixel the largest of its "
+             "neighbourhood)",
+    "noisy": "MNIST plus Gaussian pixel noise of standard deviation 50 (of 255), rounded and "
+             "clipped (seed 2029)",
     "shifted": "MNIST, every digit moved by its own random offset of up to 4 pixels in each "
                "direction (seed 2026; zeros shifted in)",
 }
@@ -224,6 +245,13 @@ def transformed_mnist(name: str, path: Path) -> Path:
         rng = np.random.default_rng(2027)
         for k in ("x_train", "x_test"):
             arrays[k] = _rotate(arrays[k], rng, 20.0)
+    elif name == "thick":
+        for k in ("x_train", "x_test"):
+            arrays[k] = _thicken(arrays[k])
+    elif name == "noisy":
+        rng = np.random.default_rng(2029)
+        for k in ("x_train", "x_test"):
+            arrays[k] = _add_noise(arrays[k], rng, 50.0)
     else:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,26 @@ def test_shift_moves_by_the_drawn_offset_with_zeros_shifted_in():
     want = np.zeros_like(x)
     want[:, 2:, :27] = x[:, :26, 1:]
     assert np.array_equal(got, want)
+
+
+def test_thicken_turns_a_pixel_into_a_three_by_three_block_cut_at_the_border():
+    x = np.zeros((2, 28, 28), np.uint8)
+    x[0, 5, 9] = 200
+    x[1, 0, 27] = 90                              # a corner: the block is cut to 2 x 2
+    t = max_preset._thicken(x)
+    want = np.zeros_like(x)
+    want[0, 4:7, 8:11] = 200
+    want[1, 0:2, 26:28] = 90
+    assert np.array_equal(t, want)
+
+
+def test_noise_is_seeded_rounded_and_clipped():
+    x = np.full((20, 28, 28), 128, np.uint8)
+    x[:, :, :2] = 0
+    x[:, :, -2:] = 255
+    a = max_preset._add_noise(x, np.random.default_rng(5), 50.0)
+    assert a.dtype == np.uint8
+    assert np.array_equal(a, max_preset._add_noise(x, np.random.default_rng(5), 50.0))
+    mid = a[:, :, 2:-2].astype(float)
+    assert abs(mid.mean() - 128) < 2 and 45 < mid.std() < 55
+    assert a[:, :, :2].min() == 0 and a[:, :, -2:].max() == 255   # clipped, not wrapped
