@@ -271,6 +271,21 @@ def _cli(*args, json_out: bool = True) -> tuple[dict | None, float]:
     return out, time.perf_counter() - t0
 
 
+def _paired_test(dense: Path, compressed: Path, data: Path) -> dict:
+    """Test images the dense model gets right and the file wrong and the reverse, with the
+    paired standard error of the error change (:func:`dc_engine.stages.guard.paired_difference`)."""
+    import dc_engine
+    from dc_engine.io.data import load_dataset
+    from dc_engine.stages.guard import paired_difference
+    from dc_engine.threads import limit_threads
+
+    with limit_threads(1):
+        a, b = dc_engine.load(dense), dc_engine.load(compressed)
+        ds = load_dataset(data).for_input(a.input_shape)
+        return paired_difference(a.predict(ds.x_test) == ds.y_test,
+                                 b.predict(ds.x_test) == ds.y_test)
+
+
 def transfer(arch: str, out: Path, work: Path, dataset: str = "inverted",
              presets: tuple = ("paper", "max")) -> dict:
     data = transformed_mnist(dataset, work / f"mnist-{dataset}.npz")
@@ -297,10 +312,12 @@ def transfer(arch: str, out: Path, work: Path, dataset: str = "inverted",
                        "test_error": ev["error"],
                        "val_error_dense": rep["prune"]["val_error_dense"],
                        "val_error": rep["quantize"]["val_error_finetuned"],
-                       "guard": rep.get("guard"), "config": rep["config"], "seconds": s}
+                       "guard": rep.get("guard"), "config": rep["config"], "seconds": s,
+                       "test_paired": _paired_test(dense, path, data)}
         print(f"{arch} on {dataset} MNIST, {preset}: {path.stat().st_size:,} B "
               f"({res[preset]['ratio']:.1f}x), test error {100 * ev['error']:.2f}% "
-              f"(dense {100 * res['dense_test_error']:.2f}%)", flush=True)
+              f"(dense {100 * res['dense_test_error']:.2f}%, change s.e. "
+              f"{100 * res[preset]['test_paired']['se']:.2f} points)", flush=True)
     res["environment"] = environment(1, 0)
     write_json(out, res)
     return res
