@@ -28,8 +28,9 @@ def test_eval_json_is_one_line_with_the_documented_keys(tiny_mlp_model, tiny_mni
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     res = json.loads(out)
-    assert set(res) == {"error", "accuracy", "n", "params", "bytes", "compressed"}
-    assert res["compressed"] is False
+    assert set(res) == {"error", "accuracy", "n", "params", "bytes", "compressed",
+                        "zoo_params"}
+    assert res["compressed"] is False and res["zoo_params"] is None
     assert res["n"] == 40
     assert res["params"] == 266610 and res["bytes"] == 4 * 266610
     assert res["error"] == pytest.approx(1.0 - res["accuracy"])

@@ -286,3 +286,62 @@ def test_auto_bias_falls_back_to_float32_for_too_many_distinct_values(rng):
     assert comp["wide"].encoding["W"]["bias_coding"] == "float32"
     with pytest.raises(ValueError, match="distinct values.*store it as float32"):
         encode_model(model, EncodeConfig(bias="shared"))
+
+
+# ------------------------------------------------------------- ratio against the zoo net
+
+
+@pytest.mark.parametrize("arch, params, ratio", [("lenet-300-100", 266_610, "177.9x"),
+                                                 ("lenet-5", 431_080, "135.1x")])
+def test_slimmed_files_are_also_measured_against_the_zoo_net(arch, params, ratio, capsys):
+    """A max file holds the network left after dead-unit removal; eval and inspect also give
+    the ratio against the zoo's dense network (the README's number)."""
+    from dc_engine.app import jobs
+    from dc_engine.app.cli import main
+
+    path = f"data/models/{arch}.max.dc.h5"
+    assert jobs.zoo_params(dc_engine.load(path)) == params
+    assert jobs.inspect(path)["zoo_params"] == params
+    for cmd in (["inspect", path], ["eval", path, "--data", "data/mnist"]):
+        assert main(cmd) == 0
+        line = capsys.readouterr().out.splitlines()
+        assert any(f"{params:,} parameters" in s and f"{ratio} smaller" in s for s in line)
+
+
+def _zoo_variant(change):
+    from dc_engine.core.zoo import lenet_300_100
+
+    layers = [Flatten(name="flatten"), Dense(784, 300, name="ip1"), ReLU(name="relu1"),
+              Dense(300, 100, name="ip2"), ReLU(name="relu2"), Dense(100, 10, name="ip3")]
+    name, shape = "lenet-300-100", (1, 28, 28)
+    layers, name, shape = change(layers, name, shape)
+    model = Model(layers, input_shape=shape, name=name)
+    assert lenet_300_100().num_params() == 266_610
+    return model
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda l, n, s: (l, n, s), None),                                  # the zoo net itself
+    (lambda l, n, s: (l[:1] + [Dense(784, 120, name="ip1"), l[2], Dense(120, 100, name="ip2")]
+                      + l[4:], n, s), 266_610),                         # slimmed
+    (lambda l, n, s: (l, "my-mlp", s), None),                           # another name
+    (lambda l, n, s: (l[:1] + [Dense(784, 400, name="ip1"), l[2], Dense(400, 100, name="ip2")]
+                      + l[4:], n, s), None),                            # wider
+    (lambda l, n, s: (l[:1] + [Dense(784, 120, name="fc1"), l[2], Dense(120, 100, name="ip2")]
+                      + l[4:], n, s), None),                            # a layer renamed
+    (lambda l, n, s: (l[:5] + [Dense(100, 8, name="ip3")], n, s), None),  # other outputs
+])
+def test_zoo_params_only_for_a_slimmed_zoo_net(change, expected):
+    from dc_engine.app.jobs import zoo_params
+
+    assert zoo_params(_zoo_variant(change)) == expected
+
+
+def test_zoo_params_checks_the_hyperparameters_besides_the_widths():
+    from dc_engine.app.jobs import zoo_params
+    from dc_engine.core.zoo import lenet5
+
+    zoo = lenet5()
+    layers = [type(l)(**l.hyperparameters, name=l.name) for l in zoo.layers]
+    layers[0] = Conv2D(1, 20, 3, name="conv1")                          # kernel 3, not 5
+    assert zoo_params(Model(layers, input_shape=(1, 28, 28), name="lenet-5")) is None

@@ -142,8 +142,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="a model saved by dc-engine: dense (.h5) or compressed (.dc.h5)")
     ep.add_argument("--json", action="store_true",
                     help='print one JSON line: {"error", "accuracy", "n", "params", "bytes", '
-                         '"compressed"} (error and accuracy as fractions; bytes = the file size '
-                         "of a compressed model, else 4 * params, the float32 size)")
+                         '"compressed", "zoo_params"} (error and accuracy as fractions; bytes = '
+                         "the file size of a compressed model, else 4 * params, the float32 "
+                         "size; zoo_params: the zoo network's parameter count when dead-unit "
+                         "removal slimmed it, else null)")
     ep.add_argument("--batch-size", type=int, default=1000,
                     help="images per forward pass (default 1000)")
     _add_threads(ep)
@@ -230,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="print JSON: per layer {name, shape, nnz, kept, weight_bits, "
                          "index_bits, coded_weight_bits, coded_index_bits, bytes, ...} and "
                          "totals {original_bytes, compressed_bytes, file_bytes, ratio_file, "
-                         "ratio_payload, ...}")
+                         "ratio_payload, ...}, zoo_params (the dense zoo network's parameter "
+                         "count when dead-unit removal slimmed it, else null)")
 
     bp = sub.add_parser(
         "bits-sweep", help="error vs bits for the three centroid initialisations",
@@ -404,12 +407,14 @@ def _cmd_eval(args) -> int:
     out = evaluate_file(args.model, args.data, args.batch_size, args.threads)
     if args.json:
         print(json.dumps({k: out[k] for k in ("error", "accuracy", "n", "params", "bytes",
-                                              "compressed")}))
+                                              "compressed", "zoo_params")}))
         return 0
     params, nbytes = out["params"], out["bytes"]
     if out["compressed"]:
         print(f"{_line(args.model)}: {out['name']}, compressed: {params:,} parameters in "
               f"{nbytes:,} bytes on disk ({4 * params / nbytes:.1f}x smaller than float32)")
+        if out["zoo_params"]:
+            print(_zoo_line(out["name"], out["zoo_params"], nbytes))
     else:
         print(f"{_line(args.model)}: {out['name']}, {params:,} parameters ({4 * params:,} bytes as "
               f"float32)")
@@ -538,7 +543,16 @@ def _cmd_inspect(args) -> int:
     print(report.bytes_table(res), end="")
     print(f"file: {t['file_bytes']:,} bytes on disk = {t['ratio_file']:.1f}x smaller than "
           f"{t['original_bytes']:,} bytes of float32 parameters")
+    if res["zoo_params"]:
+        print(_zoo_line(res["architecture"], res["zoo_params"], t["file_bytes"]))
     return 0
+
+
+def _zoo_line(name: str, params: int, nbytes: int) -> str:
+    """The ratio against the zoo network a slimmed file came from (dead units removed)."""
+    return (f"dead units removed: the zoo's dense {name} has {params:,} parameters "
+            f"({4 * params:,} bytes as float32); this file is {4 * params / nbytes:.1f}x "
+            f"smaller than that")
 
 
 def _cmd_sensitivity(args) -> int:

@@ -231,11 +231,42 @@ def _stage_input(path, command: str, takes: str = "dense") -> Model:
     return model
 
 
+_WIDTHS = frozenset({"in_features", "out_features", "in_channels", "out_channels"})
+
+
+def zoo_params(model) -> int | None:
+    """The parameter count of the zoo network ``model`` was slimmed from by dead-unit removal
+    (``[prune] remove_dead_units``), or None.
+
+    A file holds the layers left after the removal, so its own count (and a ratio against
+    it) is that of the smaller network. When ``model`` is named after a zoo architecture,
+    has its input and output shapes, layer names and types and every hyperparameter but the
+    layers' widths, and no width wider than the zoo's, the zoo network's count is returned if it is
+    larger (else None: nothing was removed, or it is not that network)."""
+    build = ARCHITECTURES.get(model.name)
+    if build is None:
+        return None
+    zoo = build()
+    if (tuple(zoo.input_shape), zoo.output_shape()) != \
+            (tuple(model.input_shape), model.output_shape()) or \
+            [(l.name, type(l)) for l in zoo.layers] != [(l.name, type(l)) for l in model.layers]:
+        return None
+    for a, b in zip(zoo.layers, model.layers):
+        ha, hb = a.hyperparameters, b.hyperparameters
+        if ha.keys() != hb.keys() or a.inputs != b.inputs:
+            return None
+        for k, v in ha.items():
+            if (hb[k] > v) if k in _WIDTHS else (hb[k] != v):
+                return None
+    n = zoo.num_params()
+    return n if n > model.num_params() else None
+
+
 def evaluate_file(model_path, data=None, batch_size: int = 1000,
                   threads: int | None = None) -> dict:
     """Test error of a model file of either kind: ``{"error", "accuracy", "n", "params",
-    "bytes", "compressed", "name"}`` (``bytes``: the file size of a compressed model, else
-    4 x params, the float32 size)."""
+    "bytes", "compressed", "name", "zoo_params"}`` (``bytes``: the file size of a compressed
+    model, else 4 x params, the float32 size; ``zoo_params``: :func:`zoo_params`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = load(model_path)
@@ -246,7 +277,7 @@ def evaluate_file(model_path, data=None, batch_size: int = 1000,
     nbytes = os.path.getsize(model_path) if model.compressed else 4 * params
     return {"error": res["error"], "accuracy": res["accuracy"], "n": res["n"],
             "params": params, "bytes": nbytes, "compressed": model.compressed,
-            "name": model.name}
+            "name": model.name, "zoo_params": zoo_params(model)}
 
 
 def prune(dense_path, out_path, config_path=None, data=None, report_dir=None,
@@ -348,10 +379,10 @@ def inspect(path, validate: bool = True) -> dict:
     """The size report of a compressed file, from the file alone (no dataset needed). With
     ``validate`` (the default) the file first passes every check of ``dc_engine.load``
     (decoded streams, codebooks, shapes against the hyperparameters, the limits), so a table
-    is shown only for a file that loads."""
+    is shown only for a file that loads, and ``zoo_params`` is :func:`zoo_params` of the
+    loaded model (None without ``validate``)."""
     c = compressed_file.read(path)  # a dense file is refused here, before it is read
-    if validate:
-        load(path)
+    zoo = zoo_params(load(path)) if validate else None
     try:
         report = size_report(c.layers, os.path.getsize(path), c.architecture)
     except DCFormatError as exc:  # it names the layer; add the file
@@ -360,6 +391,7 @@ def inspect(path, validate: bool = True) -> dict:
     report["input_shape"] = list(c.input_shape)
     report["version"] = c.version
     report["container"] = "compact" if c.compact else "classic"
+    report["zoo_params"] = zoo  # the network before dead-unit removal, when known
     return report
 
 
