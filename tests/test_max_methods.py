@@ -309,15 +309,15 @@ def test_slimmed_files_are_also_measured_against_the_zoo_net(arch, params, ratio
 
 
 def _zoo_variant(change):
+    """The zoo's LeNet-300-100 rebuilt layer by layer (flatten, ip1, relu1, ip2, relu2, ip3),
+    then ``change``d."""
     from dc_engine.core.zoo import lenet_300_100
 
-    layers = [Flatten(name="flatten"), Dense(784, 300, name="ip1"), ReLU(name="relu1"),
-              Dense(300, 100, name="ip2"), ReLU(name="relu2"), Dense(100, 10, name="ip3")]
-    name, shape = "lenet-300-100", (1, 28, 28)
-    layers, name, shape = change(layers, name, shape)
-    model = Model(layers, input_shape=shape, name=name)
-    assert lenet_300_100().num_params() == 266_610
-    return model
+    zoo = lenet_300_100()
+    layers = [type(l)(**l.hyperparameters, name=l.name) for l in zoo.layers]
+    assert [l.name for l in layers] == ["flatten", "ip1", "relu1", "ip2", "relu2", "ip3"]
+    layers, name, shape = change(layers, zoo.name, zoo.input_shape)
+    return Model(layers, input_shape=shape, name=name)
 
 
 @pytest.mark.parametrize("change, expected", [
