@@ -291,10 +291,17 @@ def _paired_test(dense: Path, compressed: Path, data: Path) -> dict:
                                  b.predict(ds.x_test) == ds.y_test)
 
 
+def _work_files(work: Path, dataset: str, arch: str) -> tuple[Path, str]:
+    """The transformed dataset's .npz in ``work`` and the stem of the run's model files
+    (``STEM.h5``, ``STEM.PRESET.dc.h5``; inverted MNIST, the first, has the bare name)."""
+    return (work / f"mnist-{dataset}.npz",
+            arch if dataset == "inverted" else f"{dataset}.{arch}")
+
+
 def transfer(arch: str, out: Path, work: Path, dataset: str = "inverted",
              presets: tuple = ("paper", "max")) -> dict:
-    data = transformed_mnist(dataset, work / f"mnist-{dataset}.npz")
-    stem = arch if dataset == "inverted" else f"{dataset}.{arch}"
+    npz, stem = _work_files(work, dataset, arch)
+    data = transformed_mnist(dataset, npz)
     dense = work / f"{stem}.h5"
     res = {"architecture": arch, "dataset": DATASETS[dataset],
            "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data)}
@@ -339,13 +346,12 @@ def add_paired(work: Path) -> list[Path]:
         name = names.get(res.get("dataset"))
         if name is None:
             continue
-        stem = res["architecture"] if name == "inverted" else f"{name}.{res['architecture']}"
+        npz, stem = _work_files(work, name, res["architecture"])
         todo = [p for p in ("paper", "max") if p in res and "test_paired" not in res[p]]
         for preset in todo:
             f = work / f"{stem}.{preset}.dc.h5"
             if f.is_file() and f.stat().st_size == res[preset]["bytes"]:
-                res[preset]["test_paired"] = _paired_test(work / f"{stem}.h5", f,
-                                                          work / f"mnist-{name}.npz")
+                res[preset]["test_paired"] = _paired_test(work / f"{stem}.h5", f, npz)
         if any("test_paired" in res[p] for p in todo):
             write_json(path, res)
             changed.append(path)
